@@ -1,0 +1,1 @@
+"""Risk-sensitive SB3 algorithms (installed as ``ruagent.agents``)."""

@@ -1,0 +1,1 @@
+"""Testbed environments with a train/test distribution shift (installed as ``ruagent.envs``)."""
