@@ -14,6 +14,7 @@ hyperparameters, next to the weights.
 from __future__ import annotations
 
 import abc
+import importlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,13 @@ __all__ = [
 
 FORMAT_NAME = "ruagent.reward_model"
 FORMAT_VERSION = 1
+
+#: family -> module that defines it, imported on demand by :func:`load_reward_model`.
+FAMILY_MODULES = {
+    "ensemble": "ruagent.reward_models.ensemble",
+    "linear": "ruagent.reward_models.linear",
+    "two_hypothesis_cartpole": "ruagent.envs.two_hypothesis_cartpole",
+}
 
 
 class SpaceMismatchError(ValueError):
@@ -254,6 +262,8 @@ def load_reward_model(path: str | os.PathLike, env: gym.Env | None = None) -> Re
             f"{FORMAT_VERSION}. Upgrade ruagent to load it."
         )
     family = payload.get("family")
+    if family not in RewardModel._families and family in FAMILY_MODULES:
+        importlib.import_module(FAMILY_MODULES[family])
     model_cls = RewardModel._families.get(family)
     if model_cls is None:
         raise RewardModelFileError(
