@@ -1,1 +1,5 @@
-"""Risk-sensitive SB3 algorithms (installed as ``ruagent.agents``)."""
+"""SB3-compatible risk-sensitive agents over reward hypotheses (installed as ``ruagent.agents``)."""
+
+from ruagent.agents.risk_ppo import RiskPPO
+
+__all__ = ["RiskPPO"]

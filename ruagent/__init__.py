@@ -28,7 +28,7 @@ _LAZY = {
     "collect_transitions": "ruagent.data",
     "Transitions": "ruagent.data",
 }
-_SUBMODULES = {"risk", "agents", "envs", "callbacks", "reward_models", "wrappers", "data"}
+_SUBMODULES = {"risk", "agents", "envs", "callbacks", "reward_models", "wrappers", "data", "preferences"}
 
 __all__ = [*_LAZY, *sorted(_SUBMODULES), "__version__"]
 

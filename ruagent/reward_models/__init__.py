@@ -6,5 +6,14 @@ from ruagent.reward_models.base import (
     SpaceMismatchError,
     load_reward_model,
 )
+from ruagent.reward_models.ensemble import EnsembleRewardModel
+from ruagent.reward_models.linear import BayesianLinearRewardModel
 
-__all__ = ["RewardModel", "RewardModelFileError", "SpaceMismatchError", "load_reward_model"]
+__all__ = [
+    "BayesianLinearRewardModel",
+    "EnsembleRewardModel",
+    "RewardModel",
+    "RewardModelFileError",
+    "SpaceMismatchError",
+    "load_reward_model",
+]

@@ -1,0 +1,167 @@
+"""Throughput of preference learning: ensemble training pairs/s and candidate pairs scored/s.
+
+Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segments. Figures:
+
+* ``train_pairs_per_s``: pairs × epochs / seconds of :class:`EnsemblePreferenceFitter` (fixed
+  epochs, no early stopping), all members in one batched computation.
+* ``score_pairs_per_s``: candidate pairs scored by ensemble disagreement per second, as the
+  active loop uses it: candidates are pairs from a pool of recent segments (500 segments,
+  20,000 pairs), so each segment is evaluated once.
+* ``score_distinct_pairs_per_s``: the same with no segment shared between pairs (every
+  pair costs 2·T fresh transitions): the worst case.
+* baselines in the same run: a Python loop over K single-member models (imitation 1.0.1
+  loops over members like this, but also goes pair by pair; this baseline keeps the
+  flattened-pairs batching, so it isolates the member loop), for training and scoring.
+
+Anchor (issue 6): imitation 1.0.1 ≈ 430 training and ≈ 645 scoring pairs/s on 2 cores.
+Every figure is the median of ``--repeats`` runs, as wall-clock rates and (``per_cpu_second``)
+rates per second of this process's CPU time, which is what a shared machine still measures
+fairly. Last line: JSON.
+
+    python bench/preferences.py [--repeats 3] [--hidden 64 64] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ruagent.preferences.fit import EnsemblePreferenceFitter
+from ruagent.preferences.labellers import SyntheticLabeller
+from ruagent.preferences.queries import DisagreementQuery
+from ruagent.preferences.segments import SegmentPairs, Segments, candidate_pairs, collect_segments, make_pairs
+from ruagent.reward_models.ensemble import EnsembleRewardModel
+
+#: process CPU seconds of the last median_time call's median run (the machine is shared, so
+#: wall time includes waiting for a core; CPU time is what the work itself took)
+LAST_CPU_SECONDS = [0.0]
+
+
+def median_time(function, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls; the median CPU seconds go to LAST_CPU_SECONDS."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        function()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    LAST_CPU_SECONDS[0] = statistics.median(cpus)
+    return statistics.median(walls)
+
+
+def make_model(env: gym.Env, k: int, hidden: tuple[int, ...], seed: int) -> EnsembleRewardModel:
+    return EnsembleRewardModel(env.observation_space, env.action_space, n_members=k, hidden_sizes=hidden, seed=seed)
+
+
+def fitter(model: EnsembleRewardModel, epochs: int) -> EnsemblePreferenceFitter:
+    # fixed work per fit: no held-out split, no early stopping
+    return EnsemblePreferenceFitter(model, epochs=epochs, batch_size=64, val_fraction=0.0, patience=epochs, seed=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=500)
+    parser.add_argument("--segment-length", type=int, default=25)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    k, n_pairs, t, hidden = args.members, args.pairs, args.segment_length, tuple(args.hidden)
+
+    env = gym.make("CartPole-v1")
+    pool = collect_segments(env, 2 * 20_000, t, seed=0)  # enough distinct segments for every measurement
+    rng = np.random.default_rng(0)
+    pairs = make_pairs(pool[: 2 * n_pairs], n_pairs, rng)
+    labels = SyntheticLabeller(seed=0).label(pairs)
+    print(
+        f"K={k}, {n_pairs} pairs of {t}-step segments, hidden {hidden}, {args.threads} torch threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+    # ---------------------------------------------------------------- training
+    batched = fitter(make_model(env, k, hidden, 0), args.epochs)
+    batched.fit(pairs, labels)  # warm-up: normalisation, allocator
+    train_s = median_time(lambda: batched.fit(pairs, labels), args.repeats)
+    train_pairs_per_s = n_pairs * args.epochs / train_s
+    train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
+    singles = [fitter(make_model(env, 1, hidden, seed), args.epochs) for seed in range(k)]
+    for single in singles:
+        single.fit(pairs, labels)
+
+    def loop_train() -> None:
+        for single in singles:  # one member at a time, as imitation 1.0.1 does
+            single.fit(pairs, labels)
+
+    loop_train_pairs_per_s = n_pairs * args.epochs / median_time(loop_train, args.repeats)
+    loop_train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
+    print(
+        f"train: batched {train_pairs_per_s:,.0f} pairs/s; loop over members {loop_train_pairs_per_s:,.0f} pairs/s "
+        f"({train_pairs_per_s / loop_train_pairs_per_s:.1f}x)"
+    )
+
+    # ---------------------------------------------------------------- scoring
+    model = batched.reward_model
+    query = DisagreementQuery(model)
+    segment_pool, n_candidates = pool[:500], 20_000
+    index = candidate_pairs(len(segment_pool), n_candidates, rng)
+    query.scores(segment_pool, index)  # warm-up
+    score_pairs_per_s = n_candidates / median_time(lambda: query.scores(segment_pool, index), args.repeats)
+    score_cpu = n_candidates / LAST_CPU_SECONDS[0]
+    n_distinct = 10_000
+    distinct = Segments.concatenate([pool[2 * n_pairs : 2 * n_pairs + 2 * n_distinct]])
+    distinct_index = np.arange(2 * n_distinct).reshape(n_distinct, 2)
+    score_distinct = n_distinct / median_time(lambda: query.scores(distinct, distinct_index), args.repeats)
+    score_distinct_cpu = n_distinct / LAST_CPU_SECONDS[0]
+    single_queries = [DisagreementQuery(s.reward_model) for s in singles]
+    distinct_pairs = SegmentPairs.from_segments(distinct, distinct_index)
+
+    def loop_score() -> None:
+        for single in single_queries:  # member by member on the same candidates
+            single.member_probabilities(distinct, distinct_index)
+
+    loop_score_per_s = n_distinct / median_time(loop_score, args.repeats)
+    loop_score_cpu = n_distinct / LAST_CPU_SECONDS[0]
+    assert len(distinct_pairs) == n_distinct
+    print(
+        f"score: pool of 500 segments {score_pairs_per_s:,.0f} pairs/s; distinct segments {score_distinct:,.0f} "
+        f"pairs/s; loop over members (distinct) {loop_score_per_s:,.0f} pairs/s "
+        f"({score_distinct / loop_score_per_s:.1f}x)"
+    )
+    print(
+        json.dumps(
+            {
+                "train_pairs_per_s": round(train_pairs_per_s),
+                "score_pairs_per_s": round(score_pairs_per_s),
+                "score_distinct_pairs_per_s": round(score_distinct),
+                "loop_train_pairs_per_s": round(loop_train_pairs_per_s),
+                "loop_score_pairs_per_s": round(loop_score_per_s),
+                "per_cpu_second": {
+                    "train": round(train_cpu),
+                    "score": round(score_cpu),
+                    "score_distinct": round(score_distinct_cpu),
+                    "loop_train": round(loop_train_cpu),
+                    "loop_score": round(loop_score_cpu),
+                },
+                "members": k,
+                "pairs": n_pairs,
+                "segment_length": t,
+                "hidden": list(hidden),
+                "threads": args.threads,
+                "load_average": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

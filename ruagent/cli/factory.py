@@ -1,0 +1,265 @@
+"""Build what a config describes: envs, the reward posterior, the agents.
+
+Everything here is checked by :func:`check_buildable` before any training starts: the env
+id is registered, keyword arguments name real parameters of the classes they go to, the
+algorithm fits the env's action space, and the risk measure has a per-step wrapper mode
+when the algorithm is not RiskPPO. Errors are :class:`~ruagent.cli.config.ConfigError`
+naming the key, the valid choices and the closest match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from ruagent.cli.config import ConfigError
+
+__all__ = [
+    "AgentSpec",
+    "agent_specs",
+    "algo_class",
+    "check_buildable",
+    "make_deploy_vec_env",
+    "make_env",
+    "make_reward_model",
+    "resolve_device",
+]
+
+#: risk measure -> the wrapper mode that scalarises it per step (for SB3 algorithms)
+_STEP_MODE = {"mean": "mean", "cvar": "cvar", "worst": "worst", "mean_std": "lcb"}
+_DISCRETE_ONLY = {"dqn"}
+_BOX_ONLY = {"sac", "td3", "ddpg"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    """One agent of a run: its folder name, algorithm, how it sees rewards.
+
+    :param name: folder under ``agents/`` (``risk``, ``mean`` or ``oracle``).
+    :param algo: key of :func:`algo_class`.
+    :param risk: RiskPPO's risk measure name and parameters (None for SB3 algorithms).
+    :param mode: the wrapper's per-step reward mode; None trains on the env's true reward
+        (the oracle).
+    :param wrapper_kwargs: ``lcb_c`` / ``cvar_alpha`` / ``standardise`` for the wrapper.
+    """
+
+    name: str
+    algo: str
+    risk: tuple[str, dict[str, float]] | None
+    mode: str | None
+    wrapper_kwargs: dict[str, Any]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names pass through (checked by torch)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={device!r} is not a torch device ({exc}); use auto, cpu, cuda or cuda:N") from exc
+    return device
+
+
+# ---------------------------------------------------------------------------- lookups
+def algo_class(algo: str) -> type:
+    """RiskPPO or the SB3 algorithm class of ``algo`` (``ppo`` -> ``stable_baselines3.PPO``)."""
+    if algo == "riskppo":
+        from ruagent.agents import RiskPPO
+
+        return RiskPPO
+    import stable_baselines3
+
+    return getattr(stable_baselines3, algo.upper())
+
+
+def reward_model_class(family: str) -> type:
+    import ruagent
+
+    return {"ensemble": ruagent.EnsembleRewardModel, "linear": ruagent.BayesianLinearRewardModel}[family]
+
+
+def _parameters(fn: Callable) -> set[str]:
+    """Names ``fn`` accepts; follows ``**kwargs`` up the MRO for constructors."""
+    names: set[str] = set()
+    targets = [c.__init__ for c in fn.__mro__ if "__init__" in vars(c)] if inspect.isclass(fn) else [fn]
+    for target in targets:
+        params = inspect.signature(target).parameters
+        names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return names - {"self"}
+
+
+def _check_kwargs(key: str, kwargs: dict[str, Any], fn: Callable, reserved: set[str]) -> None:
+    """Refuse kwargs ``fn`` does not take, or that train.py sets itself from other keys."""
+    accepted = _parameters(fn) - reserved
+    for name in kwargs:
+        if name in reserved:
+            raise ConfigError(f"{key}.{name} is set by train.py from other config keys; use those instead")
+        if name not in accepted:
+            close = difflib.get_close_matches(name, sorted(accepted), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{key}.{name} is not a parameter of {getattr(fn, '__qualname__', fn)}.{hint} "
+                f"Valid: {', '.join(sorted(accepted)) or 'none (remove the key)'}"
+            )
+
+
+# ---------------------------------------------------------------------------- envs
+def make_env(config: dict[str, Any], variant_kwargs: dict[str, Any], **make_kwargs: Any) -> gym.Env:
+    """``gym.make`` the configured env id with the variant's kwargs."""
+    env_config = config["env"]
+    if env_config["max_episode_steps"] is not None:
+        make_kwargs.setdefault("max_episode_steps", env_config["max_episode_steps"])
+    return gym.make(env_config["id"], **variant_kwargs, **make_kwargs)
+
+
+def make_deploy_vec_env(config: dict[str, Any], spec: AgentSpec, reward_model: Any, seed: int):
+    """The deployment-variant VecEnv an agent trains in: Monitor inside each env, the posterior
+    wrapper outside (no wrapper for the oracle, which trains on the env's reward)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    env_config = config["env"]
+    venv = make_vec_env(
+        lambda: make_env(config, env_config["deploy_kwargs"]),
+        n_envs=env_config["n_envs"],
+        seed=seed,
+        vec_env_cls=SubprocVecEnv if env_config["vec_env"] == "subproc" else DummyVecEnv,
+    )
+    if spec.mode is None:
+        return venv
+    from ruagent.wrappers import VecRewardUncertaintyWrapper
+
+    return VecRewardUncertaintyWrapper(venv, reward_model, mode=spec.mode, seed=seed, **spec.wrapper_kwargs)
+
+
+# ---------------------------------------------------------------------------- posterior
+def make_reward_model(config: dict[str, Any], env: gym.Env, device: str) -> Any:
+    """An unfitted posterior of the configured family, for ``env``'s spaces."""
+    rm = config["reward_model"]
+    cls = reward_model_class(rm["family"])
+    kwargs = dict(n_members=rm["n_members"], features=rm["features"], seed=config["seed"], **rm["kwargs"])
+    if "device" in _parameters(cls):
+        kwargs["device"] = device
+    model = cls(env.observation_space, env.action_space, **kwargs)
+    model.bind(env)
+    return model
+
+
+# ---------------------------------------------------------------------------- agents
+def agent_specs(config: dict[str, Any]) -> list[AgentSpec]:
+    """The risk-averse agent plus the configured baselines, in training order."""
+    agent = config["agent"]
+    params = {p: agent[p] for p in ("alpha", "lam", "beta") if agent[p] is not None}
+    wrapper_kwargs = {
+        "lcb_c": agent["lam"] if agent["lam"] is not None else 1.0,
+        "cvar_alpha": agent["alpha"] if agent["alpha"] is not None else 0.1,
+        "standardise": config["reward_model"]["standardise"],
+    }
+    risk_params = {k: v for k, v in params.items() if k in _risk_parameter_names(agent["risk"])}
+    specs = [_spec("risk", agent["algo"], agent["risk"], risk_params, agent["mode"], wrapper_kwargs)]
+    if "mean" in config["baselines"]:
+        specs.append(_spec("mean", agent["algo"], "mean", {}, "auto" if agent["mode"] == "auto" else "mean",
+                           wrapper_kwargs))
+    if "oracle" in config["baselines"]:
+        specs.append(AgentSpec("oracle", "ppo" if agent["algo"] == "riskppo" else agent["algo"], None, None, {}))
+    return specs
+
+
+def _risk_parameter_names(risk_name: str) -> tuple[str, ...]:
+    from ruagent.risk import RISK_MEASURES
+
+    return tuple(RISK_MEASURES[risk_name][1])
+
+
+def _spec(name: str, algo: str, risk_name: str, params: dict, mode: str, wrapper_kwargs: dict) -> AgentSpec:
+    if algo == "riskppo":
+        # RiskPPO reads all member rewards from the info dict; the scalar reward is only logged
+        return AgentSpec(name, algo, (risk_name, params), "mean" if mode == "auto" else mode, wrapper_kwargs)
+    if mode == "auto":
+        if risk_name not in _STEP_MODE:
+            raise ConfigError(
+                f"agent.risk={risk_name!r} is a trajectory-level measure that only agent.algo=riskppo optimises; "
+                f"with agent.algo={algo!r} choose agent.risk from {', '.join(_STEP_MODE)} or set agent.mode"
+            )
+        mode = _STEP_MODE[risk_name]
+    return AgentSpec(name, algo, None, mode, wrapper_kwargs)
+
+
+def agent_kwargs(config: dict[str, Any], spec: AgentSpec, observation_space: spaces.Space) -> dict[str, Any]:
+    """Constructor kwargs of ``spec``'s algorithm (without ``env``)."""
+    agent = config["agent"]
+    policy = agent["policy"]
+    if policy == "auto":
+        policy = "MultiInputPolicy" if isinstance(observation_space, spaces.Dict) else "MlpPolicy"
+    kwargs: dict[str, Any] = {"policy": policy, "seed": config["seed"], "verbose": 0, **agent["hyperparams"]}
+    if spec.risk is not None:
+        kwargs.update(risk=spec.risk[0], risk_kwargs=spec.risk[1], risk_anneal_fraction=agent["risk_anneal_fraction"])
+    return kwargs
+
+
+#: constructor kwargs train.py sets itself (from seed, device, run folder, agent.risk ...)
+_RESERVED_ALGO_KWARGS = {"policy", "env", "seed", "device", "tensorboard_log", "risk", "risk_kwargs",
+                         "risk_anneal_fraction"}
+
+
+def check_buildable(config: dict[str, Any]) -> None:
+    """Everything about ``config`` that can be checked without training; raises ConfigError."""
+    import ruagent  # noqa: F401  (registers the testbeds)
+
+    env_id = config["env"]["id"]
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        ours = sorted(k for k in gym.registry if k.startswith("ruagent/") and "-" not in k[8:].rsplit("-v", 1)[0])
+        raise ConfigError(
+            f"env.id={env_id!r} is not a registered Gymnasium env. "
+            + (f"Did you mean {' or '.join(map(repr, close))}? " if close else "")
+            + f"ruagent testbeds: {', '.join(ours)}"
+        )
+    resolve_device(config["device"])
+    rm = config["reward_model"]
+    cls = reward_model_class(rm["family"])
+    _check_kwargs("reward_model.kwargs", rm["kwargs"], cls,
+                  {"observation_space", "action_space", "n_members", "features", "seed", "device"})
+    _check_kwargs("reward_model.fit", rm["fit"], cls.fit, {"data", "env", "transitions", "progress_bar"})
+    for variant_key in ("label_kwargs", "deploy_kwargs"):
+        try:
+            env = make_env(config, config["env"][variant_key])
+        except TypeError as exc:
+            raise ConfigError(f"env.{variant_key}={config['env'][variant_key]!r} is not accepted by {env_id}: "
+                              f"{exc}") from exc
+        action_space = env.action_space
+        if rm["features"] == "env":
+            try:
+                env.get_wrapper_attr("reward_features")
+            except AttributeError:
+                raise ConfigError(
+                    f"reward_model.features='env' but {env_id} has no reward_features(obs, action, next_obs); "
+                    "use reward_model.features=transition (the featurised transition) or the env's preset"
+                ) from None
+        env.close()
+    specs = agent_specs(config)
+    for spec in specs:
+        if spec.algo in _DISCRETE_ONLY and not isinstance(action_space, spaces.Discrete):
+            raise ConfigError(f"agent.algo={spec.algo!r} needs Discrete actions but {env_id} has {action_space}; "
+                              "choose riskppo, ppo or a2c")
+        if spec.algo in _BOX_ONLY and not isinstance(action_space, spaces.Box):
+            raise ConfigError(f"agent.algo={spec.algo!r} needs Box actions but {env_id} has {action_space}; "
+                              "choose riskppo, ppo, a2c or dqn")
+    for spec in specs:
+        try:
+            _check_kwargs("agent.hyperparams", config["agent"]["hyperparams"], algo_class(spec.algo),
+                          _RESERVED_ALGO_KWARGS)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}. (agent.hyperparams come from the preset or config file, tuned for its "
+                              "algorithm; start afresh with --set 'agent.hyperparams={}')") from None

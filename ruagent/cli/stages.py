@@ -1,0 +1,180 @@
+"""The stages of a run, each usable alone: labels + posterior fit, agent training, evaluation.
+
+They follow the protocol of DESIGN.md: labels come from the *training* variant of the env
+(``env.label_kwargs``); agents train in the *deployment* variant (``env.deploy_kwargs``)
+through :class:`ruagent.VecRewardUncertaintyWrapper`, so they never see the env's reward
+(except the oracle baseline, which is trained on it to measure regret); evaluation scores
+them by the env's reward in the deployment variant.
+
+Each stage skips what a previous (possibly killed) attempt finished, which is what
+``train.py --resume`` relies on: a saved posterior is reused, an agent with a final
+``model.zip`` is skipped, an agent with checkpoints continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from ruagent import risk as risk_measures
+from ruagent.cli import factory
+from ruagent.cli.checkpoints import AtomicCheckpointCallback, latest_checkpoint
+from ruagent.cli.run_dir import RunDir, RunNotFoundError
+from ruagent.io import atomic_write
+
+__all__ = ["fit_reward", "import_reward_model", "train_agents", "train_one_agent"]
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- labels and posterior
+def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
+    """Gather labels in the training variant, fit the posterior, save it as ``reward_model.pt``.
+
+    Reward labels: ``labels.budget`` transitions of a uniformly random policy, of which
+    ``labels.heldout_fraction`` are kept out of fitting (``labels/heldout.npz``, for the
+    calibration metrics of evaluate.py). Preferences: the preference-learning loop of
+    :mod:`ruagent.preferences` with ``labels.budget`` queries.
+    """
+    if run.reward_model_path.is_file():
+        console.print(f"posterior: reusing {run.reward_model_path}")
+        return run.reward_model_path
+    labels = config["labels"]
+    device = factory.resolve_device(config["device"])
+    env = factory.make_env(config, config["env"]["label_kwargs"])
+    model = factory.make_reward_model(config, env, device)
+    if labels["kind"] == "rewards":
+        history, n_labels = _fit_on_reward_labels(config, run, env, model)
+    else:
+        history, n_labels = _fit_on_preferences(config, run, env, model)
+    from ruagent.callbacks import log_posterior_fit
+
+    log_posterior_fit(run.tensorboard_dir / "posterior", history, n_labels=n_labels)
+    model.save(run.reward_model_path)
+    env.close()
+    console.print(f"posterior: {config['reward_model']['family']} with K={model.n_members} fitted on {n_labels} "
+                  f"{labels['kind'][:-1]} labels -> {run.reward_model_path}")
+    return run.reward_model_path
+
+
+def _fit_on_reward_labels(config: dict[str, Any], run: RunDir, env: Any, model: Any) -> tuple[dict, int]:
+    from ruagent.data import collect_transitions
+
+    labels, seed = config["labels"], config["seed"]
+    transitions = collect_transitions(env, labels["budget"], seed=seed, progress_bar=config["progress_bar"])
+    order = np.random.default_rng(seed).permutation(len(transitions))
+    n_heldout = round(labels["heldout_fraction"] * len(transitions))
+    train, heldout = transitions[np.sort(order[n_heldout:])], transitions[np.sort(order[:n_heldout])]
+    train.save(run.labels_path("train"))
+    if n_heldout:
+        heldout.save(run.labels_path("heldout"))
+    history = model.fit(train, progress_bar=config["progress_bar"], **config["reward_model"]["fit"])
+    return _as_history(history), len(train)
+
+
+def _fit_on_preferences(config: dict[str, Any], run: RunDir, env: Any, model: Any) -> tuple[dict, int]:
+    from ruagent.preferences import learn_reward_from_preferences
+
+    labels = config["labels"]
+    # the labelling session is autosaved, so --resume after a crash loses no answered query
+    model, label_log = learn_reward_from_preferences(
+        env, model, budget=labels["budget"], query=labels["query"], labeller=labels["labeller"],
+        segment_length=labels["segment_length"], seed=config["seed"], progress_bar=config["progress_bar"],
+        session=run.labels_path("preferences"),
+    )
+    rounds = label_log.meta.get("history", [])  # one dict of fit metrics per labelling round
+    history = {key: [float(r[key]) for r in rounds if np.isscalar(r.get(key))] for key in (rounds[0] if rounds else {})}
+    return {key: values for key, values in history.items() if values}, len(label_log)
+
+
+def _as_history(history: Any) -> dict[str, list[float]]:
+    """Loss curves as {name: per-epoch values}, whatever a family's fit returned."""
+    if not isinstance(history, dict):
+        return {}
+    # per-epoch curves only (ensembles also report e.g. best_epoch per member)
+    return {str(k): [float(x) for x in np.atleast_1d(v)] for k, v in history.items()
+            if str(k).endswith("loss") and np.ndim(v) == 1 and len(v)}
+
+
+def import_reward_model(source: str | Path, run: RunDir) -> Path:
+    """Copy a saved posterior (a ``.pt`` file or a run folder holding one) into ``run``, with
+    the source run's held-out labels when there are any, so evaluation can use them."""
+    source = Path(source)
+    source_run = RunDir(source) if source.is_dir() else None
+    path = source_run.reward_model_path if source_run else source
+    if not path.is_file():
+        raise RunNotFoundError(f"--reward-model {source}: no reward model at {path}; give a reward_model.pt "
+                               "or a run folder made by `train.py fit-reward`")
+    with atomic_write(run.reward_model_path, "wb") as f:
+        f.write(path.read_bytes())
+    if source_run is not None:
+        for split in ("train", "heldout"):
+            if source_run.labels_path(split).is_file():
+                run.labels_path(split).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source_run.labels_path(split), run.labels_path(split))
+    return run.reward_model_path
+
+
+# ---------------------------------------------------------------------------- agents
+def train_agents(config: dict[str, Any], run: RunDir) -> list[str]:
+    """Train every agent of the config that has no final model yet; returns the agent names."""
+    specs = factory.agent_specs(config)
+    for spec in specs:
+        train_one_agent(config, run, spec)
+    return [spec.name for spec in specs]
+
+
+def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec) -> Path:
+    """Train (or continue) one agent in the deployment variant and save ``agents/<name>/model.zip``.
+
+    Continues from the newest checkpoint if there is one, with ``reset_num_timesteps=False``
+    and the remaining steps, so the total equals an uninterrupted run's.
+    """
+    final = run.model_path(spec.name)
+    if final.is_file():
+        console.print(f"agent {spec.name}: done already ({final})")
+        return final
+    from ruagent.callbacks import GoodhartEvalCallback, RewardUncertaintyCallback
+
+    agent, seed, device = config["agent"], config["seed"], factory.resolve_device(config["device"])
+    reward_model_path = str(run.reward_model_path)
+    venv = factory.make_deploy_vec_env(config, spec, reward_model_path, seed)
+    algo = factory.algo_class(spec.algo)
+    checkpoint = latest_checkpoint(run.checkpoint_dir(spec.name))
+    if checkpoint is not None:
+        path, steps = checkpoint
+        console.print(f"agent {spec.name}: resuming from {path} (step {steps})")
+        model = algo.load(path, env=venv, device=device)
+        model.tensorboard_log = str(run.tensorboard_dir)  # the run folder may have moved
+    else:
+        kwargs = factory.agent_kwargs(config, spec, venv.observation_space)
+        model = algo(env=venv, device=device, tensorboard_log=str(run.tensorboard_dir), **kwargs)
+    callbacks = []
+    if agent["checkpoint_freq"]:
+        callbacks.append(AtomicCheckpointCallback(agent["checkpoint_freq"], run.checkpoint_dir(spec.name)))
+    if spec.mode is not None:
+        from ruagent import load_reward_model
+
+        reward_model = load_reward_model(reward_model_path)
+        eval_env = factory.make_env(config, config["env"]["deploy_kwargs"])
+        callbacks += [
+            RewardUncertaintyCallback(reward_model=reward_model),
+            GoodhartEvalCallback(eval_env, reward_model=reward_model, n_eval_episodes=3, seed=seed,
+                                 eval_freq=max(agent["total_timesteps"] // 10, 1)),
+        ]
+    remaining = agent["total_timesteps"] - model.num_timesteps
+    if remaining > 0:
+        sees = "the env's true reward" if spec.mode is None else f"posterior rewards (wrapper mode {spec.mode})"
+        risk = f", risk {risk_measures.make(spec.risk[0], **spec.risk[1])}" if spec.risk else ""
+        console.print(f"agent {spec.name}: {spec.algo} for {remaining} steps on {sees}{risk}")
+        model.learn(remaining, callback=callbacks, tb_log_name=spec.name, reset_num_timesteps=checkpoint is None,
+                    progress_bar=config["progress_bar"])
+    with atomic_write(final, "wb") as f:
+        model.save(f)
+    venv.close()
+    console.print(f"agent {spec.name}: {model.num_timesteps} steps -> {final}")
+    return final
