@@ -3,7 +3,11 @@
 Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segments. Figures:
 
 * ``train_pairs_per_s``: pairs × epochs / seconds of :class:`EnsemblePreferenceFitter` (fixed
-  epochs, no early stopping), all members in one batched computation.
+  epochs, no early stopping, minibatches of ``--batch-size`` pairs), all members in one batched
+  computation; a whole ``fit`` is timed (featurising, the prior pass, training, statistics).
+* ``previous_train_pairs_per_s``: the same fit done the way the fitter did it before its
+  fast path (each member its own resampled minibatch, every step recomputing the fixed prior
+  nets and applying the output layer to every step), in the same run: the speed-up's baseline.
 * ``score_pairs_per_s``: candidate pairs scored by ensemble disagreement per second, as the
   active loop uses it: candidates are pairs from a pool of recent segments (500 segments,
   20,000 pairs), so each segment is evaluated once.
@@ -18,7 +22,7 @@ Every figure is the median of ``--repeats`` runs, as wall-clock rates and (``per
 rates per second of this process's CPU time, which is what a shared machine still measures
 fairly. Last line: JSON.
 
-    python bench/preferences.py [--repeats 3] [--hidden 64 64] [--threads 2]
+    python bench/preferences.py [--repeats 3] [--epochs 5] [--hidden 64 64] [--threads 2] [--batch-size 64]
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ruagent.preferences.bradley_terry import bradley_terry_loss
 from ruagent.preferences.fit import EnsemblePreferenceFitter
 from ruagent.preferences.labellers import SyntheticLabeller
 from ruagent.preferences.queries import DisagreementQuery
 from ruagent.preferences.segments import SegmentPairs, Segments, candidate_pairs, collect_segments, make_pairs
 from ruagent.reward_models.ensemble import EnsembleRewardModel
+from ruagent.reward_models.training import train_members
 
 #: process CPU seconds of the last median_time call's median run (the machine is shared, so
 #: wall time includes waiting for a core; CPU time is what the work itself took)
@@ -60,9 +66,47 @@ def make_model(env: gym.Env, k: int, hidden: tuple[int, ...], seed: int) -> Ense
     return EnsembleRewardModel(env.observation_space, env.action_space, n_members=k, hidden_sizes=hidden, seed=seed)
 
 
-def fitter(model: EnsembleRewardModel, epochs: int) -> EnsemblePreferenceFitter:
+def fitter(model: EnsembleRewardModel, epochs: int, batch_size: int) -> EnsemblePreferenceFitter:
     # fixed work per fit: no held-out split, no early stopping
-    return EnsemblePreferenceFitter(model, epochs=epochs, batch_size=64, val_fraction=0.0, patience=epochs, seed=0)
+    return EnsemblePreferenceFitter(
+        model, epochs=epochs, batch_size=batch_size, val_fraction=0.0, patience=epochs, seed=0
+    )
+
+
+def previous_fit(fitter: EnsemblePreferenceFitter, pairs: SegmentPairs, labels: np.ndarray) -> None:
+    """The fit as done before the fast path, for a same-run baseline (same model, loss, epochs, batch size).
+
+    Each member draws its own minibatch of its resample ((K, b·2·T, D) inputs), and every step
+    runs the full member forward (prior nets included) and the output layer on every step.
+    """
+    model = fitter.reward_model
+    flat = model.features_torch(*pairs.flat_transitions())
+    n, t, d, k = len(pairs), pairs.segment_length, flat.shape[-1], model.n_members
+    features = flat.reshape(n, 2 * t, d)
+    mask = torch.as_tensor(pairs.mask, dtype=flat.dtype)
+    y = torch.as_tensor(labels)
+
+    def member_loss(indices: torch.Tensor) -> torch.Tensor:  # (K, b) -> (K,)
+        b = indices.shape[1]
+        returns = fitter.member_returns_torch(features[indices].reshape(k, b * 2 * t, d), mask[indices])
+        return bradley_terry_loss(returns, y[indices])
+
+    train_members(
+        model.parameters(),
+        member_loss,
+        n_items=n,
+        n_members=k,
+        epochs=fitter.epochs,
+        batch_size=fitter.batch_size,
+        lr=fitter.lr,
+        val_fraction=0.0,
+        patience=fitter.epochs,
+        generator=fitter.generator,
+        progress_bar=False,
+    )
+    model.set_reward_statistics(flat.numpy())  # as before: a second full forward, through the numpy path
+    with torch.no_grad():
+        fitter.member_returns_torch(flat, mask)  # the metrics' full forward
 
 
 def main() -> None:
@@ -74,27 +118,36 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per gradient step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     k, n_pairs, t, hidden = args.members, args.pairs, args.segment_length, tuple(args.hidden)
 
     env = gym.make("CartPole-v1")
-    pool = collect_segments(env, 2 * 20_000, t, seed=0)  # enough distinct segments for every measurement
+    n_distinct = 10_000  # candidate pairs with no segment shared, for the worst-case scoring figure
+    pool = collect_segments(env, 2 * (n_pairs + n_distinct), t, seed=0)  # distinct segments for every measurement
     rng = np.random.default_rng(0)
     pairs = make_pairs(pool[: 2 * n_pairs], n_pairs, rng)
     labels = SyntheticLabeller(seed=0).label(pairs)
     print(
         f"K={k}, {n_pairs} pairs of {t}-step segments, hidden {hidden}, {args.threads} torch threads, "
+        f"minibatches of {args.batch_size} pairs, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
 
     # ---------------------------------------------------------------- training
-    batched = fitter(make_model(env, k, hidden, 0), args.epochs)
+    batched = fitter(make_model(env, k, hidden, 0), args.epochs, args.batch_size)
     batched.fit(pairs, labels)  # warm-up: normalisation, allocator
     train_s = median_time(lambda: batched.fit(pairs, labels), args.repeats)
     train_pairs_per_s = n_pairs * args.epochs / train_s
     train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
-    singles = [fitter(make_model(env, 1, hidden, seed), args.epochs) for seed in range(k)]
+    previous = fitter(make_model(env, k, hidden, 0), args.epochs, args.batch_size)
+    previous.fit(pairs, labels)  # the same normalisation and warm-up
+    previous_pairs_per_s = (
+        n_pairs * args.epochs / median_time(lambda: previous_fit(previous, pairs, labels), args.repeats)
+    )
+    previous_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
+    singles = [fitter(make_model(env, 1, hidden, seed), args.epochs, args.batch_size) for seed in range(k)]
     for single in singles:
         single.fit(pairs, labels)
 
@@ -105,8 +158,9 @@ def main() -> None:
     loop_train_pairs_per_s = n_pairs * args.epochs / median_time(loop_train, args.repeats)
     loop_train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
     print(
-        f"train: batched {train_pairs_per_s:,.0f} pairs/s; loop over members {loop_train_pairs_per_s:,.0f} pairs/s "
-        f"({train_pairs_per_s / loop_train_pairs_per_s:.1f}x)"
+        f"train: batched {train_pairs_per_s:,.0f} pairs/s ({train_cpu:,.0f} per CPU-s); previous fitter "
+        f"{previous_pairs_per_s:,.0f} ({previous_cpu:,.0f}; {train_cpu / previous_cpu:.1f}x per CPU-s); "
+        f"loop over members {loop_train_pairs_per_s:,.0f} ({loop_train_cpu:,.0f}; {train_cpu / loop_train_cpu:.1f}x)"
     )
 
     # ---------------------------------------------------------------- scoring
@@ -117,7 +171,6 @@ def main() -> None:
     query.scores(segment_pool, index)  # warm-up
     score_pairs_per_s = n_candidates / median_time(lambda: query.scores(segment_pool, index), args.repeats)
     score_cpu = n_candidates / LAST_CPU_SECONDS[0]
-    n_distinct = 10_000
     distinct = Segments.concatenate([pool[2 * n_pairs : 2 * n_pairs + 2 * n_distinct]])
     distinct_index = np.arange(2 * n_distinct).reshape(n_distinct, 2)
     score_distinct = n_distinct / median_time(lambda: query.scores(distinct, distinct_index), args.repeats)
@@ -143,12 +196,14 @@ def main() -> None:
                 "train_pairs_per_s": round(train_pairs_per_s),
                 "score_pairs_per_s": round(score_pairs_per_s),
                 "score_distinct_pairs_per_s": round(score_distinct),
+                "previous_train_pairs_per_s": round(previous_pairs_per_s),
                 "loop_train_pairs_per_s": round(loop_train_pairs_per_s),
                 "loop_score_pairs_per_s": round(loop_score_per_s),
                 "per_cpu_second": {
                     "train": round(train_cpu),
                     "score": round(score_cpu),
                     "score_distinct": round(score_distinct_cpu),
+                    "previous_train": round(previous_cpu),
                     "loop_train": round(loop_train_cpu),
                     "loop_score": round(loop_score_cpu),
                 },
@@ -157,6 +212,8 @@ def main() -> None:
                 "segment_length": t,
                 "hidden": list(hidden),
                 "threads": args.threads,
+                "batch_size": args.batch_size,
+                "epochs": args.epochs,
                 "load_average": round(os.getloadavg()[0], 1),
             }
         )

@@ -70,8 +70,8 @@ class DictRiskRolloutBufferSamples(NamedTuple):
 class _MemberRollouts:
     """Per-member storage, GAE and risk weighting shared by the Box and Dict buffers.
 
-    Mixed in before an SB3 rollout buffer; ``n_members`` must be set before that buffer's
-    ``__init__`` (which calls :meth:`reset`).
+    Mixed in before an SB3 rollout buffer; ``n_members`` is set before that buffer's
+    ``__init__`` runs, because it calls :meth:`reset`.
     """
 
     n_members: int
@@ -79,6 +79,27 @@ class _MemberRollouts:
     member_values: np.ndarray
     member_advantages: np.ndarray
     member_returns: np.ndarray
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        n_members: int = 1,
+    ):
+        if int(n_members) < 1:
+            raise ValueError(f"n_members must be >= 1, got {n_members}")
+        self.n_members = int(n_members)
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
+
+    def get(self, batch_size: int | None = None) -> Generator:
+        """SB3's minibatch generator, with the member arrays flattened alongside."""
+        self._flatten_members()
+        yield from super().get(batch_size)
 
     def reset(self) -> None:
         shape = (self.buffer_size, self.n_envs, self.n_members)
@@ -169,26 +190,6 @@ class RiskRolloutBuffer(_MemberRollouts, RolloutBuffer):
     :param n_members: K, the number of reward hypotheses; the other parameters are SB3's.
     """
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        n_members: int = 1,
-    ):
-        if int(n_members) < 1:
-            raise ValueError(f"n_members must be >= 1, got {n_members}")
-        self.n_members = int(n_members)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-
-    def get(self, batch_size: int | None = None) -> Generator[RiskRolloutBufferSamples, None, None]:
-        self._flatten_members()
-        yield from super().get(batch_size)
-
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> RiskRolloutBufferSamples:
         return RiskRolloutBufferSamples(
             observations=self.to_torch(self.observations[batch_inds]),
@@ -202,26 +203,6 @@ class RiskRolloutBuffer(_MemberRollouts, RolloutBuffer):
 
 class DictRiskRolloutBuffer(_MemberRollouts, DictRolloutBuffer):
     """:class:`RiskRolloutBuffer` for Dict observation spaces (SB3's DictRolloutBuffer underneath)."""
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        n_members: int = 1,
-    ):
-        if int(n_members) < 1:
-            raise ValueError(f"n_members must be >= 1, got {n_members}")
-        self.n_members = int(n_members)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-
-    def get(self, batch_size: int | None = None) -> Generator[DictRiskRolloutBufferSamples, None, None]:
-        self._flatten_members()
-        yield from super().get(batch_size)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> DictRiskRolloutBufferSamples:
         return DictRiskRolloutBufferSamples(

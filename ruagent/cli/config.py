@@ -305,7 +305,8 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
 def preset_names() -> list[str]:
     """Names of the presets shipped in ``ruagent/configs/`` (``--config NAME``)."""
     folder = resources.files("ruagent") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    # sweep_*.yaml beside them are sweep files (train.py sweep), not run configs
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml") and not p.name.startswith("sweep"))
 
 
 def load_config_file(name_or_path: str | Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Stages (the first argument; default ``all``)::
     train.py [all]        labels -> posterior -> agents -> evaluation (the embedded default: LavaWorld)
     train.py fit-reward   labels in the training variant -> reward_model.pt (reuse it anywhere)
     train.py agent --reward-model PATH    agents trained through an existing posterior
+    train.py sweep --config SWEEP.yaml    a grid of such runs on Ray Tune (ruagent.cli.sweep, docs/sweeps.md)
 
 Common options: ``--config NAME|FILE``, ``--set key=value ...`` (dotted keys of the config
 schema, values parsed with yaml.safe_load), ``--seed``, ``--device``, ``--n-envs``,
@@ -24,7 +25,7 @@ from ruagent.cli import config as config_lib
 from ruagent.cli.config import ConfigError
 from ruagent.cli.run_dir import RunDir, RunExistsError, RunNotFoundError
 
-__all__ = ["STAGES", "build_parser", "main"]
+__all__ = ["STAGES", "build_parser", "main", "run_stages"]
 
 STAGES = {
     "all": "labels, posterior fit, agent training and evaluation (the default)",
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--reward-model", metavar="PATH",
                              help="reward_model.pt or a run folder holding one (required unless --resume)")
         sub.set_defaults(stage_parser=sub)  # errors print this stage's usage
+    # listed for --help only: main() hands `sweep` and its own options to ruagent.cli.sweep
+    subparsers.add_parser("sweep", add_help=False, help="a grid of runs as Ray Tune trials, pooled over seeds "
+                          "(train.py sweep --help; needs pip install \"ruagent[ray]\")")
     return parser
 
 
@@ -123,7 +127,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train.py`` and the ``ruagent-train`` script."""
-    _, args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:
+        from ruagent.cli import sweep
+
+        return sweep.main(argv[1:])
+    _, args = _parse(argv)
     try:
         if args.resume:
             if args.config or args.overrides or any(getattr(args, f) is not None for f in _FLAG_KEYS):
@@ -150,10 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         argv=list(sys.argv), status="running")
     except (ConfigError, RunExistsError, RunNotFoundError) as exc:
         args.stage_parser.error(str(exc))  # exits with status 2
-    return _run_stages(config, run, args)
+    return run_stages(config, run, args.stage, getattr(args, "reward_model", None))
 
 
-def _run_stages(config: dict[str, Any], run: RunDir, args: argparse.Namespace) -> int:
+def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: str | None = None) -> int:
+    """Run ``stage`` (``all``, ``fit-reward`` or ``agent``) of a run folder whose config.yaml is written;
+    a resumed run keeps the stage recorded in its run.json. Used by main() and by each trial of a sweep."""
     from ruagent.cli import stages
 
     if config["torch_threads"]:
@@ -162,10 +173,10 @@ def _run_stages(config: dict[str, Any], run: RunDir, args: argparse.Namespace) -
         # rl-zoo3 does the same on CPU: for small MLPs, thread synchronisation costs more than it gains,
         # and on a shared machine oversubscribed threads slow every op by an order of magnitude
         torch.set_num_threads(config["torch_threads"])
-    stage = run.read_meta().get("stage", args.stage)
+    stage = run.read_meta().get("stage", stage)
     stages.console.print(f"run folder: {run.path}")
-    if stage == "agent" and getattr(args, "reward_model", None):
-        stages.import_reward_model(args.reward_model, run)
+    if stage == "agent" and reward_model:
+        stages.import_reward_model(reward_model, run)
     if stage in ("all", "fit-reward"):
         stages.fit_reward(config, run)
     if stage in ("all", "agent"):

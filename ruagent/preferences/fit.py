@@ -2,10 +2,13 @@
 
 * :class:`EnsemblePreferenceFitter` trains all K members of an
   :class:`~ruagent.reward_models.ensemble.EnsembleRewardModel` at once on the Bradley–Terry
-  loss. Each member draws its own minibatch of b pairs (b, 2, T) from its bootstrap resample;
-  the (K, b·2·T) transitions go through ONE forward of the stacked members, masked sums
-  give returns (K, b, 2), and one backward pass trains every member (the ensemble's
-  :func:`~ruagent.reward_models.training.train_members` loop, with per-member early stopping).
+  loss (the ensemble's :func:`~ruagent.reward_models.training.train_members` loop, with
+  per-member early stopping). Per fit, the fixed part of every return (the prior nets, Osband
+  et al. 2018) is computed once. Per step, all members share one minibatch of b pairs and
+  weight it by their bootstrap counts (``shared_batches``), so the b·2·T transitions go
+  through ONE forward of the stacked trainable nets; the linear output layer is applied to
+  the masked sums of the last hidden layer, giving returns (K, b, 2), and one backward pass
+  trains every member.
 * :class:`LinearPreferenceFitter` keeps a :class:`~ruagent.preferences.laplace.LaplacePosterior`
   over the weights of a :class:`~ruagent.reward_models.linear.BayesianLinearRewardModel` on the
   differences of segment feature sums, and writes its mean and covariance into the model
@@ -26,6 +29,7 @@ import torch
 from ruagent.preferences.bradley_terry import bradley_terry_loss, nll_derivatives
 from ruagent.preferences.laplace import LaplacePosterior
 from ruagent.preferences.segments import SegmentPairs, Segments, _SegmentArrays
+from ruagent.reward_models.ensemble import ROWS_PER_CHUNK
 from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsemblePreferenceFitter", "LinearPreferenceFitter", "PreferenceFitter", "make_fitter"]
@@ -69,7 +73,8 @@ class EnsemblePreferenceFitter(PreferenceFitter):
     """Bradley–Terry training of all ensemble members in one batched computation.
 
     Uses the ensemble's own training loop (:func:`ruagent.reward_models.training.train_members`:
-    bootstrap per member, held-out early stopping per member) with a Bradley–Terry member loss.
+    bootstrap per member as integer weights on shared minibatches, held-out early stopping per
+    member) with a Bradley–Terry member loss.
 
     :param epochs: maximum passes over the labelled pairs per :meth:`fit`.
     :param batch_size: pairs per member per gradient step.
@@ -116,10 +121,12 @@ class EnsemblePreferenceFitter(PreferenceFitter):
         :param mask: (B, 2, T) shared, or (K, B, 2, T); 1 on valid steps.
         :return: (K, B, 2) — from ONE batched forward of the stacked members.
         """
-        rewards = self.reward_model.member_rewards_torch(features)  # (K, B·2·T)
-        k = rewards.shape[0]
-        lead = mask.shape[-3:]
-        return (rewards.reshape(k, *lead) * mask).sum(dim=-1)
+        return self._returns(self.reward_model.member_rewards_torch(features), mask)
+
+    @staticmethod
+    def _returns(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Member rewards (K, B·2·T) and mask (B, 2, T) or (K, B, 2, T) -> masked segment sums (K, B, 2)."""
+        return (rewards.reshape(rewards.shape[0], *mask.shape[-3:]) * mask).sum(dim=-1)
 
     def _model_is_normalised(self) -> bool:
         """Whether the model already has input statistics (fitted before), which must be kept."""
@@ -145,11 +152,17 @@ class EnsemblePreferenceFitter(PreferenceFitter):
         features = flat.reshape(n, 2 * t, d)
         mask = torch.as_tensor(pairs.mask, dtype=flat.dtype, device=flat.device)  # (B, 2, T)
         y = torch.as_tensor(labels, device=flat.device)
+        # the prior nets and normalisation are fixed: their share of every return, once per fit
+        fixed_returns = self._returns(self.reward_model.fixed_rewards_torch(flat), mask)  # (K, B, 2)
 
-        def member_loss(indices: torch.Tensor) -> torch.Tensor:  # (K, b) pair indices -> (K,)
-            b = indices.shape[1]
-            returns = self.member_returns_torch(features[indices].reshape(k, b * 2 * t, d), mask[indices])
-            return bradley_terry_loss(returns, y[indices], self.label_noise, self.temperature)
+        def member_loss(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # (b,), (K, b) -> (K,)
+            # one minibatch for all members, bootstrap as weights: a single (b·2·T, D) input batch
+            b = indices.shape[0]
+            trainable = self.reward_model.trainable_segment_returns_torch(
+                features[indices].reshape(b * 2 * t, d), mask[indices].reshape(b * 2, t)
+            )  # (K, b·2)
+            returns = trainable.reshape(k, b, 2) + fixed_returns[:, indices]
+            return bradley_terry_loss(returns, y[indices], self.label_noise, self.temperature, weights)
 
         train_members(
             self.reward_model.parameters(),
@@ -166,15 +179,24 @@ class EnsemblePreferenceFitter(PreferenceFitter):
             generator=self.generator,
             progress_bar=progress_bar,
             description="fit preferences",
+            shared_batches=True,
         )
         # the model caches folded inference weights; they are stale after training
         self.reward_model._cache = None
-        self.reward_model.set_reward_statistics(flat.cpu().numpy()[valid_rows])
-        return self._metrics(flat, mask, y)
+        rewards = self._member_rewards(flat)  # (K, B·2·T)
+        self.reward_model.set_reward_statistics(flat.cpu().numpy()[valid_rows], rewards.cpu().numpy()[:, valid_rows])
+        return self._metrics(self._returns(rewards, mask), y)
 
     @torch.no_grad()
-    def _metrics(self, features: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        returns = self.member_returns_torch(features, mask)  # (K, B, 2)
+    def _member_rewards(self, flat: torch.Tensor) -> torch.Tensor:
+        """All members' rewards (K, N) on the label transitions (N, D), in chunks that keep activations in cache."""
+        step = ROWS_PER_CHUNK
+        chunks = [self.reward_model.member_rewards_torch(flat[i : i + step]) for i in range(0, flat.shape[0], step)]
+        return torch.cat(chunks, dim=1)
+
+    @torch.no_grad()
+    def _metrics(self, returns: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Loss and agreement of the fitted members' returns (K, B, 2) with the labels (B,)."""
         loss = bradley_terry_loss(returns, y, self.label_noise, self.temperature)  # (K,)
         probs = torch.as_tensor(self.reward_model.member_probs, dtype=returns.dtype)
         mean_returns = torch.einsum("k,kbs->bs", probs, returns)

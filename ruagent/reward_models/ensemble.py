@@ -32,13 +32,16 @@ import torch
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
-from ruagent.reward_models.base import RewardModel
+from ruagent.reward_models.feature_model import FeatureRewardModel
 from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsembleRewardModel"]
 
 #: batches at least this large predict with torch instead of numpy (see module docstring).
 TORCH_MIN_BATCH = 64
+#: rows per chunk of a no-grad pass over all label data, so that the (K, rows, H) activations stay
+#: in cache (measured at K=5, (64, 64), 25,000 rows: 23 ms in chunks of 2,048 vs 77 ms in one pass)
+ROWS_PER_CHUNK = 2048
 
 
 def _init_stacked(k: int, sizes: Sequence[int], generator: torch.Generator) -> list[torch.Tensor]:
@@ -59,11 +62,23 @@ def _stacked_mlp(x: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tens
         weight, bias = tensors[2 * i], tensors[2 * i + 1]
         h = torch.baddbmm(bias, h, weight) if h.dim() == 3 else torch.matmul(h, weight) + bias
         if i < n_layers - 1:
-            h = torch.relu(h)
+            h = h.relu_()  # in place: the matmul's backward does not need its output
     return h.squeeze(-1)
 
 
-class EnsembleRewardModel(RewardModel):
+def _stacked_hidden(x: torch.Tensor, tensors: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """The hidden layers only: x (B, D) shared or (K, B, D) -> last hidden activations (K, B, H).
+
+    ``tensors`` are the hidden layers' [W_0, b_0, ...]; with none (linear members) x itself, as (K, B, D).
+    """
+    h = x if x.dim() == 3 else x.expand(k, *x.shape)  # a view: members share the input batch
+    for i in range(0, len(tensors), 2):
+        # in place: baddbmm's backward does not need its output, and ReLU's needs only its own
+        h = torch.baddbmm(tensors[i + 1], h, tensors[i]).relu_()
+    return h
+
+
+class EnsembleRewardModel(FeatureRewardModel):
     """K reward MLPs with randomised priors and bootstrap, trained and evaluated as one batch.
 
     :param observation_space: the env's observation space.
@@ -97,7 +112,7 @@ class EnsembleRewardModel(RewardModel):
         member_probs: np.ndarray | None = None,
         check_finite: bool = True,
     ) -> None:
-        super().__init__(observation_space, action_space, n_members, member_probs, check_finite)
+        super().__init__(observation_space, action_space, n_members, features, member_probs, check_finite)
         if prior_scale < 0 or weight_decay < 0 or any(int(h) < 1 for h in hidden_sizes):  # () = linear members
             raise ValueError(
                 f"need prior_scale >= 0, weight_decay >= 0 and positive hidden sizes; got {prior_scale}, "
@@ -112,14 +127,11 @@ class EnsembleRewardModel(RewardModel):
         self._generator = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.randint(2**62, ()).item())
         )
-        self._inputs = RewardInputs(observation_space, action_space, features)
-        self.in_dim: int | None = None
         self._trainable: list[torch.Tensor] = []
         self._prior: list[torch.Tensor] = []
         self._cache: tuple[np.ndarray, ...] | None = None
         self._cache_key: tuple | None = None
-        if self._inputs.dim is not None:
-            self._build(self._inputs.dim)
+        self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
     def _build(self, in_dim: int) -> None:
@@ -135,40 +147,11 @@ class EnsembleRewardModel(RewardModel):
         self.target_scale = torch.ones((), device=self.device)
         self._cache = None
 
-    def _ensure_built(self, in_dim: int) -> None:
-        if self.in_dim is None:
-            self._build(in_dim)
-        elif in_dim != self.in_dim:
-            raise ValueError(
-                f"reward features have width {in_dim} but this ensemble was built for width {self.in_dim}; "
-                "use the same features it was fitted with"
-            )
-
     def parameters(self) -> list[torch.Tensor]:
         """The trainable tensors: 2 per layer (stacked over members), independent of K."""
         return list(self._trainable)
 
     # ------------------------------------------------------------------ features
-    def bind(self, env: gym.Env) -> None:
-        """Check spaces against ``env`` and, with ``features="env"``, take its ``reward_features``."""
-        super().bind(env)
-        self._inputs.bind(env)
-
-    def set_features(self, features: Callable) -> None:
-        """Give the callable again to a model that was saved with ``features=callable``."""
-        self._inputs.set_callable(features)
-
-    @property
-    def features_mode(self) -> str:
-        """``"transition"``, ``"env"`` or ``"callable"``."""
-        return self._inputs.mode
-
-    def features(self, obs: Any, action: Any, next_obs: Any) -> np.ndarray:
-        """The model's raw inputs for B transitions: float32 (B, D) (before its normalisation)."""
-        features = self._inputs(obs, action, next_obs)
-        self._ensure_built(features.shape[1])
-        return features
-
     def features_torch(self, obs: Any, action: Any, next_obs: Any) -> torch.Tensor:
         """:meth:`features` as a tensor on the training device, for :meth:`member_rewards_torch`."""
         return torch.as_tensor(self.features(obs, action, next_obs), device=self.device)
@@ -180,15 +163,58 @@ class EnsembleRewardModel(RewardModel):
         Gradients flow to :meth:`parameters` only (the priors and normalisation are fixed);
         this is what regression and preference (Bradley–Terry) losses train through.
         """
+        return self.fixed_rewards_torch(features) + self.trainable_rewards_torch(features)
+
+    def _check_features_torch(self, features: torch.Tensor) -> torch.Tensor:
+        """Shape checks, then the standardised inputs x̃ (same shape as ``features``)."""
         if self.in_dim is None:
             raise RuntimeError("the ensemble has not seen any features yet; call fit() or features() first")
         assert features.shape[-1] == self.in_dim, (features.shape, self.in_dim)
         assert features.dim() == 2 or features.shape[0] == self.n_members, (features.shape, self.n_members)
-        x = (features - self.input_loc) / self.input_scale
-        with torch.no_grad():
-            prior = _stacked_mlp(x, self._prior)
-        out = _stacked_mlp(x, self._trainable) + self.prior_scale * prior
-        return self.target_loc + self.target_scale * out
+        return (features - self.input_loc) / self.input_scale
+
+    @torch.no_grad()
+    def fixed_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
+        """The part of member rewards training cannot change, ``μ_y + σ_y·s·p_k(x̃)``: (B, D) or (K, B, D) -> (K, B).
+
+        The prior nets and the normalisation are fixed, so a fitter computes this once per fit
+        for its label data (Osband et al. 2018's prior is a constant offset to the loss).
+        """
+        x = self._check_features_torch(features)
+        starts = range(0, x.shape[-2], ROWS_PER_CHUNK)
+        chunks = [_stacked_mlp(x[..., i : i + ROWS_PER_CHUNK, :], self._prior) for i in starts]
+        prior = torch.cat(chunks, dim=1) if chunks else x.new_zeros(self.n_members, 0)
+        return self.target_loc + (self.target_scale * self.prior_scale) * prior
+
+    def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
+        """The trained part ``σ_y·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
+
+        :meth:`member_rewards_torch` is ``fixed_rewards_torch + trainable_rewards_torch``.
+        """
+        return self.target_scale * _stacked_mlp(self._check_features_torch(features), self._trainable)
+
+    def trainable_segment_returns_torch(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked sums over segments of :meth:`trainable_rewards_torch`, differentiable.
+
+        The output layer is linear, so ``Σ_t m_t (h_t·w + b) = (Σ_t m_t h_t)·w + b·Σ_t m_t``: it is
+        applied to the segments' summed last hidden activations (S rows instead of S·T). Same
+        returns and gradients; the (H -> 1) layer, a matrix-vector product that runs far below
+        matmul speed, no longer costs a pass per step.
+
+        :param features: (S·T, D) raw features of S segments of T steps, shared by all members.
+        :param mask: (S, T), 1 on valid steps and 0 on padding.
+        :return: (K, S) member returns.
+        """
+        s, t = mask.shape
+        assert features.dim() == 2 and features.shape[0] == s * t, (features.shape, mask.shape)
+        k = self.n_members
+        hidden = _stacked_hidden(self._check_features_torch(features), self._trainable[:-2], k)  # (K, S·T, H)
+        # masked sum over T as a batched (1, T) @ (T, H) product: its backward writes a contiguous
+        # gradient (an elementwise mask·sum's is a broadcast view that makes ReLU's backward slow)
+        summed = torch.matmul(mask.reshape(1, s, 1, t), hidden.reshape(k, s, t, -1)).squeeze(2)  # (K, S, H)
+        weight, bias = self._trainable[-2:]  # (K, H, 1), (K, 1, 1)
+        out = torch.bmm(summed, weight).squeeze(-1) + bias.reshape(k, 1) * mask.sum(dim=1)
+        return self.target_scale * out
 
     def set_normalisation(self, features: np.ndarray, rewards: np.ndarray | None = None) -> None:
         """Standardise inputs (and targets, given reward labels) by these label data statistics.
@@ -269,12 +295,6 @@ class EnsembleRewardModel(RewardModel):
         self.set_reward_statistics(features)
         return history
 
-    def set_reward_statistics(self, features: np.ndarray) -> None:
-        """Set ``reward_loc``/``reward_scale`` (K,) to each member's mean/std on label features (N, D)."""
-        predictions = self._predict_features(np.asarray(features, dtype=np.float32)).astype(np.float64)
-        self.reward_loc = predictions.mean(axis=1).astype(np.float32)
-        self.reward_scale = np.maximum(predictions.std(axis=1), 1e-6).astype(np.float32)
-
     # ------------------------------------------------------------------ prediction
     def _folded(self) -> tuple[np.ndarray, ...]:
         """Inference weights: 2K stacked members (trainable, then scaled prior), normalisation folded in.
@@ -342,12 +362,6 @@ class EnsembleRewardModel(RewardModel):
             out = h[..., 0]
         return out[:k] + out[k:]
 
-    def _predict(self, obs: Any, action: Any, next_obs: Any, batch_size: int) -> np.ndarray:
-        features = self.features(obs, action, next_obs)
-        if features.shape[0] != batch_size:
-            raise ValueError(f"reward features returned {features.shape[0]} rows for a batch of {batch_size}")
-        return self._predict_features(features)
-
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         config = {
@@ -406,16 +420,6 @@ class EnsembleRewardModel(RewardModel):
                 setattr(model, name, tensors[name].to(torch.float32).clone())
         if "generator_state" in tensors:  # after _build, which draws from the generator
             model._generator.set_state(tensors["generator_state"])
-        return model
-
-    @classmethod
-    def load(
-        cls, path: Any, env: gym.Env | None = None, features: Callable | None = None
-    ) -> EnsembleRewardModel:
-        """Load a saved ensemble; ``features`` gives back a callable the file could only name."""
-        model = super().load(path, env=env)
-        if features is not None:
-            model.set_features(features)
         return model
 
     def __repr__(self) -> str:

@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RandomFourierFeatures, RewardInputs
-from ruagent.reward_models.base import RewardModel
+from ruagent.reward_models.feature_model import FeatureRewardModel
 
 __all__ = ["BayesianLinearRewardModel"]
 
 
-class BayesianLinearRewardModel(RewardModel):
+class BayesianLinearRewardModel(FeatureRewardModel):
     """Gaussian posterior over linear reward weights; K posterior draws as members.
 
     :param observation_space: the env's observation space.
@@ -74,7 +74,7 @@ class BayesianLinearRewardModel(RewardModel):
         member_probs: np.ndarray | None = None,
         check_finite: bool = True,
     ) -> None:
-        super().__init__(observation_space, action_space, n_members, member_probs, check_finite)
+        super().__init__(observation_space, action_space, n_members, features, member_probs, check_finite)
         if prior_std <= 0 or noise_std <= 0:
             raise ValueError(f"prior_std and noise_std must be > 0, got {prior_std}, {noise_std}")
         self.prior_std = float(prior_std)
@@ -85,12 +85,9 @@ class BayesianLinearRewardModel(RewardModel):
         self.normalise_inputs = self.n_fourier is not None if normalise_inputs is None else bool(normalise_inputs)
         self.seed = seed
         self._rff_seed, self._draw_seed = np.random.SeedSequence(seed).spawn(2)
-        self._inputs = RewardInputs(observation_space, action_space, features)
-        self.in_dim: int | None = None
         self.input_loc: np.ndarray | None = None
         self.input_scale: np.ndarray | None = None
-        if self._inputs.dim is not None:
-            self._build(self._inputs.dim)
+        self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
     def _build(self, in_dim: int) -> None:
@@ -113,15 +110,6 @@ class BayesianLinearRewardModel(RewardModel):
         self._cov = np.eye(p) * self.prior_std**2
         self._mean = np.zeros(p)
         self._weights32: np.ndarray | None = None
-
-    def _ensure_built(self, in_dim: int) -> None:
-        if self.in_dim is None:
-            self._build(in_dim)
-        elif in_dim != self.in_dim:
-            raise ValueError(
-                f"reward features have width {in_dim} but this model was built for width {self.in_dim}; "
-                "use the same features it was fitted with"
-            )
 
     # ------------------------------------------------------------------ posterior
     @property
@@ -167,27 +155,6 @@ class BayesianLinearRewardModel(RewardModel):
         """Draw K new members (fresh standard normals) from the current posterior."""
         self._standard_normals = np.random.default_rng(seed).standard_normal((self.n_members, self.basis_dim))
         self._weights32 = None
-
-    # ------------------------------------------------------------------ features
-    def bind(self, env: gym.Env) -> None:
-        """Check spaces against ``env`` and, with ``features="env"``, take its ``reward_features``."""
-        super().bind(env)
-        self._inputs.bind(env)
-
-    def set_features(self, features: Callable) -> None:
-        """Give the callable again to a model that was saved with ``features=callable``."""
-        self._inputs.set_callable(features)
-
-    @property
-    def features_mode(self) -> str:
-        """``"transition"``, ``"env"`` or ``"callable"``."""
-        return self._inputs.mode
-
-    def features(self, obs: Any, action: Any, next_obs: Any) -> np.ndarray:
-        """The model's raw inputs for B transitions: float32 (B, D)."""
-        features = self._inputs(obs, action, next_obs)
-        self._ensure_built(features.shape[1])
-        return features
 
     def basis(self, features: np.ndarray, dtype: type = np.float64) -> np.ndarray:
         """φ: raw features (B, D) -> basis (B, P) (standardised, Fourier-mapped, bias column)."""
@@ -275,25 +242,12 @@ class BayesianLinearRewardModel(RewardModel):
             self.set_reward_statistics(features)
         return self
 
-    def set_reward_statistics(self, features: np.ndarray) -> None:
-        """Set ``reward_loc``/``reward_scale`` (K,) to each member's mean/std on label features (N, D)."""
-        self._weights32 = None
-        predictions = self._predict_features(np.asarray(features, dtype=np.float32)).astype(np.float64)
-        self.reward_loc = predictions.mean(axis=1).astype(np.float32)
-        self.reward_scale = np.maximum(predictions.std(axis=1), 1e-6).astype(np.float32)
-
     # ------------------------------------------------------------------ prediction
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
         """(B, D) raw features -> (K, B) float32: ``φ W_kᵀ`` for the K draws."""
         if self._weights32 is None:
             self._weights32 = np.ascontiguousarray(self.weights.T.astype(np.float32))  # (P, K)
         return (self.basis(features, np.float32) @ self._weights32).T
-
-    def _predict(self, obs: Any, action: Any, next_obs: Any, batch_size: int) -> np.ndarray:
-        features = self.features(obs, action, next_obs)
-        if features.shape[0] != batch_size:
-            raise ValueError(f"reward features returned {features.shape[0]} rows for a batch of {batch_size}")
-        return self._predict_features(features)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -364,16 +318,6 @@ class BayesianLinearRewardModel(RewardModel):
             model._cov, model._mean = arrays["cov"], arrays["mean"]
             model._standard_normals = arrays["standard_normals"]
             model.input_loc, model.input_scale = arrays.get("input_loc"), arrays.get("input_scale")
-        return model
-
-    @classmethod
-    def load(
-        cls, path: Any, env: gym.Env | None = None, features: Callable | None = None
-    ) -> BayesianLinearRewardModel:
-        """Load a saved model; ``features`` gives back a callable the file could only name."""
-        model = super().load(path, env=env)
-        if features is not None:
-            model.set_features(features)
         return model
 
     def __repr__(self) -> str:

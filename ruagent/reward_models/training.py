@@ -6,6 +6,12 @@ indices (member k's minibatch of its own bootstrap resample) and returns the ``(
 per-member mean losses, computed in one batched forward. Summing over members keeps their
 gradients independent (each tensor slice k only sees member k's loss), so one Adam step
 trains all K members as K separate regressions.
+
+With ``shared_batches=True`` the members share every minibatch and the bootstrap enters as
+integer weights: member k weights item i by how often its resample drew i (the multinomial
+counts of Efron's bootstrap, the same resample distribution; cf. the bootstrap masks of
+Osband et al., NeurIPS 2016, and the online bootstrap of Oza & Russell, AISTATS 2001). One
+input batch then serves all K members, so callers can share every per-item computation.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ def train_members(
     generator: torch.Generator | None = None,
     progress_bar: bool = True,
     description: str = "fit reward ensemble",
+    shared_batches: bool = False,
 ) -> dict[str, Any]:
     """Train stacked member parameters (leading axis K) on items ``0..n_items-1``.
 
@@ -49,6 +56,10 @@ def train_members(
     :param patience: stop after this many epochs in which no member improved.
     :param bootstrap: each member draws its own N_train items with replacement
         (Efron's bootstrap, as in Osband et al. 2016/2018); else all see every item.
+    :param shared_batches: members share each minibatch and weight its items by their
+        bootstrap counts; ``member_loss`` is then called as ``(indices (b,), weights (K, b))
+        -> (K,)`` (weights are all 1 without bootstrap and on the held-out items) and must
+        return each member's weighted mean loss.
     :return: ``{"train_loss": [...], "val_loss": [...], "best_epoch": [K ints], "epochs": n}``
         (losses are per-epoch means over members; ``val_loss`` empty without a held-out split).
     """
@@ -71,8 +82,14 @@ def train_members(
     else:
         draws = torch.arange(n_train).expand(n_members, n_train)
     member_items = train_items[draws]  # (K, N_train): member k's resample
+    if shared_batches:
+        # member k's count of train item j in its resample: (K, N_train), summing to N_train per member
+        counts = torch.zeros(n_members, n_train).scatter_add_(1, draws, torch.ones(n_members, n_train))
 
-    optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    def shared_loss(items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return member_loss(items.to(device), weights.to(device))
+
+    optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
     best_loss = torch.full((n_members,), math.inf, device=device)
     best_epoch = torch.zeros(n_members, dtype=torch.long)
     best_params = [p.detach().clone() for p in parameters]
@@ -80,11 +97,19 @@ def train_members(
     epochs_without_improvement = 0
     bar = tqdm(range(epochs), desc=description, disable=not progress_bar, leave=False)
     for epoch in bar:
-        shuffle = torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
-        epoch_items = member_items.gather(1, shuffle).to(device)
+        if shared_batches:
+            order = torch.randperm(n_train, generator=generator)
+            epoch_items, epoch_weights = train_items[order], counts[:, order]
+        else:
+            shuffle = torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
+            epoch_items = member_items.gather(1, shuffle).to(device)
         total, n_batches = 0.0, 0
         for start in range(0, n_train, batch_size):
-            loss = member_loss(epoch_items[:, start : start + batch_size])
+            batch = slice(start, start + batch_size)
+            if shared_batches:
+                loss = shared_loss(epoch_items[batch], epoch_weights[:, batch])
+            else:
+                loss = member_loss(epoch_items[:, batch])
             assert loss.shape == (n_members,), loss.shape
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -95,7 +120,10 @@ def train_members(
         if n_val == 0:
             continue
         with torch.no_grad():
-            val_loss = member_loss(val_items.expand(n_members, n_val))
+            if shared_batches:
+                val_loss = shared_loss(val_items, torch.ones(n_members, n_val))
+            else:
+                val_loss = member_loss(val_items.expand(n_members, n_val))
             improved = val_loss < best_loss
             best_loss = torch.where(improved, val_loss, best_loss)
             best_epoch[improved.cpu()] = epoch

@@ -204,5 +204,5 @@ def test_bad_inputs_give_clear_errors(toy_1d):
     with pytest.raises(TypeError, match="Transitions or a tuple"):
         model.fit(toy_1d[:3], progress_bar=False)
     model.fit(toy_1d, epochs=1, progress_bar=False)
-    with pytest.raises(ValueError, match="width 2 but this ensemble was built for width 1"):
+    with pytest.raises(ValueError, match="width 2 but this EnsembleRewardModel was built for width 1"):
         model.features(np.zeros((4, 2)), np.zeros(4, dtype=np.int64), np.zeros((4, 2)))
