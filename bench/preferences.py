@@ -48,6 +48,9 @@ from ruagent.reward_models.training import train_members
 #: process CPU seconds of the last median_time call's median run (the machine is shared, so
 #: wall time includes waiting for a core; CPU time is what the work itself took)
 LAST_CPU_SECONDS = [0.0]
+#: glibc malloc settings recorded with the figures: without them glibc returns the MB-sized activations
+#: freed after every step to the OS, and the next step page-faults them back in
+MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD")
 
 
 def median_time(function, repeats: int) -> float:
@@ -215,6 +218,8 @@ def main() -> None:
                 "batch_size": args.batch_size,
                 "epochs": args.epochs,
                 "load_average": round(os.getloadavg()[0], 1),
+                # glibc settings that keep freed memory mapped (see docs/preferences.md); None = default
+                "malloc_env": {name: os.environ.get(name) for name in MALLOC_ENV},
             }
         )
     )

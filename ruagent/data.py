@@ -184,8 +184,9 @@ def labelled_arrays(data: Any) -> tuple[Any, Any, Any, np.ndarray]:
                 f"got {type(data).__name__}"
             )
         data = Transitions.from_arrays(*data)
-    else:
-        _check_finite("reward", data.reward)
+    else:  # built field by field or read from a file: from_arrays' checks did not run
+        for name in ("obs", "action", "next_obs", "reward"):
+            _check_finite(name, getattr(data, name))
     return data.obs, data.action, data.next_obs, data.reward
 
 

@@ -120,12 +120,14 @@ class SpaceEncoder:
         """
         if out is None:
             first = self._value(batch, self._leaves[0]) if self._leaves else np.zeros(0)
+            if first.ndim == 0:  # an unbatched scalar (Discrete, Box of shape ())
+                raise ValueError(self._shape_message(self._leaves[0].path, first.shape, ("B", *self._leaves[0].shape)))
             out = np.zeros((len(first), self.dim), dtype=np.float32)
         n_rows = out.shape[0]
         for leaf in self._leaves:
             value = self._value(batch, leaf)
             start = column + leaf.offset
-            if value.shape[1:] != leaf.shape or value.shape[0] != n_rows:
+            if value.ndim == 0 or value.shape[1:] != leaf.shape or value.shape[0] != n_rows:
                 # SB3 VecEnvs hand Discrete values as (B, 1) as well as (B,)
                 if not (leaf.shape == () and value.shape == (n_rows, 1)):
                     raise ValueError(self._shape_message(leaf.path, value.shape, (n_rows, *leaf.shape)))
@@ -202,7 +204,11 @@ class Featuriser:
     def __call__(self, obs: Any, action: Any, next_obs: Any) -> np.ndarray:
         """Features of B transitions: float32 array (B, D)."""
         values = (obs, action, next_obs)
-        first = np.asarray(_leaf(values[self._encoders[0][0]], self._encoders[0][1]._leaves[0].path))
+        first_encoder = self._encoders[0][1]
+        first = np.asarray(_leaf(values[self._encoders[0][0]], first_encoder._leaves[0].path))
+        if first.ndim == 0:  # an unbatched scalar: there is no batch axis to size the output by
+            leaf = first_encoder._leaves[0]
+            raise ValueError(first_encoder._shape_message(leaf.path, first.shape, ("B", *leaf.shape)))
         out = np.zeros((first.shape[0], self.dim), dtype=np.float32)
         for (index, encoder), part in zip(self._encoders, self.parts):
             encoder(values[index], out, self.slices[part].start)

@@ -45,15 +45,20 @@ _WRAP_HINT = (
 )
 
 
-def find_reward_model(env: VecEnv) -> Any | None:
-    """The reward posterior behind ``env`` (a VecEnv wrapper attribute or a sub-env's), or None."""
+def find_wrapper_attr(env: VecEnv, name: str) -> Any | None:
+    """Attribute ``name`` of the posterior wrapper behind ``env`` (the VecEnv skin or a sub-env's), or None."""
     try:
-        return env.reward_model  # VecRewardUncertaintyWrapper, found through VecEnvWrapper chains
+        return getattr(env, name)  # VecRewardUncertaintyWrapper, found through VecEnvWrapper chains
     except AttributeError:
         pass
-    if env.has_attr("reward_model"):
-        return env.get_attr("reward_model", indices=[0])[0]
+    if env.has_attr(name):
+        return env.get_attr(name, indices=[0])[0]
     return None
+
+
+def find_reward_model(env: VecEnv) -> Any | None:
+    """The reward posterior behind ``env``, or None."""
+    return find_wrapper_attr(env, "reward_model")
 
 
 class RiskPPO(PPO):
@@ -169,6 +174,11 @@ class RiskPPO(PPO):
         self.n_members = int(model.n_members)
         if self.member_probs is None:
             self.member_probs = np.asarray(model.member_probs, dtype=np.float64).tolist()
+        if self.standardise_rewards and find_wrapper_attr(env, "standardise"):
+            raise ValueError(
+                "standardise_rewards=True, but the wrapper already standardises member rewards (standardise=True); "
+                "standardise in one place: pass standardise_rewards=False here, or standardise=False to the wrapper"
+            )
         if self.standardise_rewards and getattr(model, "reward_loc", None) is not None:
             self.reward_loc = np.asarray(model.reward_loc, dtype=np.float64).tolist()
             self.reward_scale = np.asarray(model.reward_scale, dtype=np.float64).tolist()

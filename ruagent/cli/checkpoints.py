@@ -11,19 +11,26 @@ reset_num_timesteps=False)`` then ends at exactly the uninterrupted run's step c
 What a checkpoint holds: the model (policy, optimiser state, ``num_timesteps``, schedules) —
 everything that does not depend on the interrupted rollout. Off-policy replay buffers are
 not saved (they refill after resuming); VecNormalize is not used by train.py.
+
+:func:`load_without_unpickling` reads such a zip without running code from it: SB3 stores
+what JSON cannot hold (spaces, schedules, the policy class) as cloudpickle, and its ``load``
+would unpickle those entries; here they are taken from a model built from the run's config.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from pathlib import Path
 
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from ruagent.io import atomic_write
 
-__all__ = ["AtomicCheckpointCallback", "checkpoint_path", "latest_checkpoint"]
+__all__ = ["AtomicCheckpointCallback", "checkpoint_path", "is_complete_model_zip", "latest_checkpoint",
+           "load_without_unpickling"]
 
 _NAME = re.compile(r"^step_(\d+)\.zip$")
 
@@ -36,18 +43,57 @@ def checkpoint_path(folder: str | Path, num_timesteps: int) -> Path:
 def latest_checkpoint(folder: str | Path) -> tuple[Path, int] | None:
     """The checkpoint with the most steps in ``folder`` as ``(path, num_timesteps)``, or None.
 
-    Files that are not complete zip archives are skipped (they cannot come from
+    Files that are not complete SB3 model zips are skipped (they cannot come from
     :class:`AtomicCheckpointCallback`, but a copied or hand-edited folder may hold one).
     """
     found = []
     for path in Path(folder).glob("step_*.zip"):
         match = _NAME.match(path.name)
-        if match and zipfile.is_zipfile(path):
+        if match and is_complete_model_zip(path):
             found.append((int(match.group(1)), path))
     if not found:
         return None
     steps, path = max(found)
     return path, steps
+
+
+def is_complete_model_zip(path: str | Path) -> bool:
+    """Whether ``path`` is a whole SB3 model zip: its central directory reads, every member's CRC
+    matches, and it has SB3's ``data`` entry. (``zipfile.is_zipfile`` alone is fooled by a torn
+    model.zip: the zip nested inside it, ``policy.pth``, has an end record of its own.)"""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "data" in archive.namelist() and archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def load_without_unpickling(
+    algo: type[BaseAlgorithm], path: str | Path, template: BaseAlgorithm, device: str = "auto"
+) -> BaseAlgorithm:
+    """``algo.load(path)`` that runs no code from the file.
+
+    SB3 writes each attribute JSON cannot hold as a cloudpickle entry of the zip's ``data``
+    (``policy_class``, spaces, ``lr_schedule``, ``clip_range``, buffers) and ``load`` unpickles
+    them, which runs whatever the file says. Here every such entry comes from ``template``
+    instead — a fresh model built from the run's config, on the env to continue in — through
+    SB3's ``custom_objects``; the weights are read by SB3 with ``torch.load(weights_only=True)``.
+
+    :param algo: the algorithm class (PPO, RiskPPO, ...).
+    :param template: a model of ``algo`` built like the saved one; its env is the loaded model's.
+    :raises ValueError: if the file holds a pickled entry the template has no attribute for.
+    """
+    with zipfile.ZipFile(path) as archive:
+        data = json.loads(archive.read("data"))
+    pickled = sorted(key for key, value in data.items() if isinstance(value, dict) and ":serialized:" in value)
+    unknown = [key for key in pickled if not hasattr(template, key)]
+    if unknown:
+        raise ValueError(
+            f"{path} holds pickled entries {unknown} that a {algo.__name__} built from the config does not have; "
+            "refusing to unpickle them (it would run code from the file)"
+        )
+    custom_objects = {key: getattr(template, key) for key in pickled}
+    return algo.load(path, env=template.get_env(), device=device, custom_objects=custom_objects)
 
 
 class AtomicCheckpointCallback(BaseCallback):

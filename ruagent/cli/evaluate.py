@@ -24,8 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,23 +46,28 @@ BAR_METRICS = ("true_return", "goodhart_gap", "regret", "side_effect_rate")
 
 
 # ---------------------------------------------------------------------- loading
-def _algo_class(agent: str, model_path: Path, config: dict[str, Any]) -> type:
-    """The algorithm class that saved ``model_path``: from the run's agent specs, else from the zip."""
-    from ruagent.cli import factory
+def _load_agent(run: RunDir, agent: str, config: dict[str, Any]) -> Any:
+    """The run's saved ``agent``, loaded without unpickling anything from its zip.
 
-    try:
-        algo = {spec.name: spec.algo for spec in factory.agent_specs(config)}.get(agent)
-    except ValueError:
-        algo = None
-    if algo is None:
-        # model.zip's "data" entry is JSON; the policy's module says RiskPPO vs SB3 without unpickling.
-        with zipfile.ZipFile(model_path) as archive:
-            data = json.loads(archive.read("data"))
-        module = data.get("policy_class", {}).get("__module__", "")
-        match = re.match(r"stable_baselines3\.(\w+)\.policies", module)
-        algo = "riskppo" if module.startswith("ruagent.") else match.group(1) if match else "ppo"
-        algo = "ppo" if algo == "common" else algo
-    return factory.algo_class(algo)
+    SB3's plain ``load`` would unpickle the spaces, schedules and policy class stored in
+    ``model.zip`` (running whatever code the file names); the run's config describes the
+    agent, so those come from a fresh model built from it instead.
+    """
+    from ruagent.cli import factory
+    from ruagent.cli.checkpoints import load_without_unpickling
+
+    specs = {spec.name: spec for spec in factory.agent_specs(config)}
+    if agent not in specs:
+        raise ValueError(
+            f"agent {agent!r} in {run.path} is not described by the run's config.yaml (agents: {sorted(specs)}); "
+            "evaluate.py loads only agents the config describes, because loading an unknown SB3 zip would "
+            "unpickle code from it"
+        )
+    spec = specs[agent]
+    venv = factory.make_deploy_vec_env(config, spec, str(run.reward_model_path), config["seed"])
+    algo = factory.algo_class(spec.algo)
+    template = algo(env=venv, device="cpu", **factory.agent_kwargs(config, spec, venv.observation_space))
+    return load_without_unpickling(algo, run.model_path(agent), template=template, device="cpu")
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any], config: dict[str, Any], **extra: Any) -> gym.Env:
@@ -209,7 +212,7 @@ def _roll_out_agents(
     with Progress(disable=not progress_bar, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(agents) * (1 + len(transfer_variants)))
         for agent in agents:
-            model = _algo_class(agent, run.model_path(agent), config).load(run.model_path(agent), device="cpu")
+            model = _load_agent(run, agent, config)
             progress.update(task, description=f"{agent}: {env_id} {deploy_kwargs or ''}")
             rollouts[agent] = run_episodes(env, model, n_episodes, reward_model=reward_model, seed=seed,
                                            solve_optimal=True)

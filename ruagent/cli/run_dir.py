@@ -145,7 +145,12 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The run's config, validated against the current schema."""
-        data = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise config_lib.ConfigError(
+                f"{self.config_path} is not valid YAML (edited by hand, or not written by train.py): {exc}"
+            ) from exc
         return config_lib.validate(data)
 
     def read_meta(self) -> dict[str, Any]:

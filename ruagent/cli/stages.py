@@ -22,7 +22,7 @@ from rich.console import Console
 
 from ruagent import risk as risk_measures
 from ruagent.cli import factory
-from ruagent.cli.checkpoints import AtomicCheckpointCallback, latest_checkpoint
+from ruagent.cli.checkpoints import AtomicCheckpointCallback, latest_checkpoint, load_without_unpickling
 from ruagent.cli.run_dir import RunDir, RunNotFoundError
 from ruagent.io import atomic_write
 
@@ -145,14 +145,14 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     venv = factory.make_deploy_vec_env(config, spec, reward_model_path, seed)
     algo = factory.algo_class(spec.algo)
     checkpoint = latest_checkpoint(run.checkpoint_dir(spec.name))
+    kwargs = factory.agent_kwargs(config, spec, venv.observation_space)
+    model = algo(env=venv, device=device, tensorboard_log=str(run.tensorboard_dir), **kwargs)
     if checkpoint is not None:
         path, steps = checkpoint
         console.print(f"agent {spec.name}: resuming from {path} (step {steps})")
-        model = algo.load(path, env=venv, device=device)
+        # what SB3 would unpickle from the file (spaces, schedules, policy class) comes from this fresh model
+        model = load_without_unpickling(algo, path, template=model, device=device)
         model.tensorboard_log = str(run.tensorboard_dir)  # the run folder may have moved
-    else:
-        kwargs = factory.agent_kwargs(config, spec, venv.observation_space)
-        model = algo(env=venv, device=device, tensorboard_log=str(run.tensorboard_dir), **kwargs)
     callbacks = []
     if agent["checkpoint_freq"]:
         callbacks.append(AtomicCheckpointCallback(agent["checkpoint_freq"], run.checkpoint_dir(spec.name)))

@@ -177,8 +177,8 @@ class EnsembleRewardModel(FeatureRewardModel):
     def fixed_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
         """The part of member rewards training cannot change, ``μ_y + σ_y·s·p_k(x̃)``: (B, D) or (K, B, D) -> (K, B).
 
-        The prior nets and the normalisation are fixed, so a fitter computes this once per fit
-        for its label data (Osband et al. 2018's prior is a constant offset to the loss).
+        The prior nets and the normalisation are fixed (Osband et al. 2018 add the prior net's
+        output to each member and never train it), so a fitter computes this once per fit.
         """
         x = self._check_features_torch(features)
         starts = range(0, x.shape[-2], ROWS_PER_CHUNK)
@@ -209,8 +209,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         assert features.dim() == 2 and features.shape[0] == s * t, (features.shape, mask.shape)
         k = self.n_members
         hidden = _stacked_hidden(self._check_features_torch(features), self._trainable[:-2], k)  # (K, S·T, H)
-        # masked sum over T as a batched (1, T) @ (T, H) product: its backward writes a contiguous
-        # gradient (an elementwise mask·sum's is a broadcast view that makes ReLU's backward slow)
+        # the masked sum over T as one batched (1, T) @ (T, H) product
         summed = torch.matmul(mask.reshape(1, s, 1, t), hidden.reshape(k, s, t, -1)).squeeze(2)  # (K, S, H)
         weight, bias = self._trainable[-2:]  # (K, H, 1), (K, 1, 1)
         out = torch.bmm(summed, weight).squeeze(-1) + bias.reshape(k, 1) * mask.sum(dim=1)
@@ -428,4 +427,3 @@ class EnsembleRewardModel(FeatureRewardModel):
             f"prior_scale={self.prior_scale}, bootstrap={self.bootstrap}, "
             f"features={self.features_mode!r}, in_dim={self.in_dim})"
         )
-

@@ -97,6 +97,11 @@ class RewardUncertaintyWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """The mode giving the scalar reward."""
         return self.core.mode
 
+    @property
+    def standardise(self) -> bool:
+        """Whether member rewards are standardised by the label statistics before use."""
+        return self.core.standardise
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Reset the env; ``seed`` also reseeds member sampling. In ``sample`` mode draws this episode's member."""
         self._check_for_outer_monitor()

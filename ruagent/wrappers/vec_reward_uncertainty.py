@@ -78,6 +78,11 @@ class VecRewardUncertaintyWrapper(VecEnvWrapper):
         """The mode giving the scalar reward."""
         return self.core.mode
 
+    @property
+    def standardise(self) -> bool:
+        """Whether member rewards are standardised by the label statistics before use."""
+        return self.core.standardise
+
     def seed(self, seed: int | None = None) -> list[int | None]:
         """Seed the sub-envs (SB3: applied at the next reset) and member sampling (sub-env i: seed + i)."""
         self.core.seed(seed)

@@ -130,6 +130,23 @@ def test_standardise_rewards_uses_the_label_statistics(make_env, linear_members)
     np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], (-1.0 + 2.0) / 0.5)
 
 
+@pytest.mark.parametrize("vec_skin", [False, True])
+def test_standardising_in_both_the_wrapper_and_riskppo_is_refused(make_env, linear_members, vec_skin):
+    def with_stats(env):
+        model = linear_members(n_members=2)(env)
+        model.reward_loc, model.reward_scale = np.zeros(2), np.ones(2)
+        return model
+
+    if vec_skin:
+        inner = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        env = VecRewardUncertaintyWrapper(inner, with_stats(inner.envs[0]), standardise=True)
+    else:
+        env = make_env("CartPole-v1", with_stats, standardise=True)
+    with pytest.raises(ValueError, match="standardise in one place"):
+        RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=True, seed=0, **SMALL)
+    RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=False, seed=0, **SMALL)  # one place is fine
+
+
 def test_risk_level_anneals_from_the_mean_to_the_target(make_env, linear_members):
     env = make_env("CartPole-v1", linear_members(n_members=4))
     model = RiskPPO(

@@ -249,3 +249,21 @@ def test_evaluate_a_real_train_py_run(tmp_path):
     for agent in result["agents"].values():
         check_interval(agent["metrics"]["regret"], "regret")
     assert {Path(p).name for p in result["plots"]} >= {"metrics.png", "trajectories.png", "goodhart.png"}
+
+
+def test_agents_load_without_running_pickled_code_from_their_zip(tiny_run, tmp_path):
+    from ruagent.cli.evaluate import _load_agent
+    from tests.reliability.test_files import TouchOnUnpickle, poisoned_copy
+
+    copy = RunDir(shutil.copytree(tiny_run.path, tmp_path / "copy"))
+    marker = tmp_path / "payload-ran"
+    poisoned_copy(tiny_run.model_path("risk"), copy.model_path("risk"), "clip_range", TouchOnUnpickle(marker))
+    config = copy.read_config()
+
+    loaded = _load_agent(copy, "risk", config)
+
+    assert not marker.exists()
+    saved = PPO.load(tiny_run.model_path("risk"), device="cpu").policy.state_dict()
+    assert all(np.array_equal(saved[name].numpy(), value.numpy()) for name, value in loaded.policy.state_dict().items())
+    with pytest.raises(ValueError, match="not described by the run's config"):
+        _load_agent(copy, "stranger", config)
