@@ -37,7 +37,7 @@ from ruagent.cli.run_dir import RunDir
 from ruagent.io import atomic_write_text
 from ruagent.rollouts import Episodes, run_episodes
 
-__all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main"]
+__all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main", "ood_auroc"]
 
 EVAL_SCHEMA = "ruagent.eval/1"
 #: Per-agent metrics in table and plot order.
@@ -177,7 +177,7 @@ def _auroc_or_reason(pos_std: np.ndarray, neg_std: np.ndarray, reason: str, seed
             "n_train": int(neg_std.size)}
 
 
-def _ood_auroc(reward_model: Any, train: Any, agents: list[Episodes], random: Episodes, seed: int) -> dict[str, Any]:
+def ood_auroc(reward_model: Any, train: Any, agents: list[Episodes], random: Episodes, seed: int) -> dict[str, Any]:
     """AUROCs of reward_std against the label data: for the agents' deployment transitions absent
     from the label data (test-only), and for hazard transitions (``info["side_effect"]``) of the
     agents and of random deployment episodes: does the posterior flag what it never saw?"""
@@ -250,7 +250,7 @@ def _posterior_metrics(
     heldout = _label_transitions(run, "heldout")
     return {
         "n_members": reward_model.n_members,
-        "ood": _ood_auroc(reward_model, train_labels, deploy, random, seed),
+        "ood": ood_auroc(reward_model, train_labels, deploy, random, seed),
         "calibration": {
             "heldout": None if heldout is None or len(heldout) == 0 else _calibration(
                 reward_model, heldout.obs, heldout.action, heldout.next_obs, heldout.reward, seed),

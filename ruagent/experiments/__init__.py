@@ -1,0 +1,1 @@
+"""Experiments that run ruagent's protocol end to end; the headline one is :mod:`ruagent.experiments.headline`."""

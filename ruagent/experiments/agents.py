@@ -1,0 +1,101 @@
+"""The headline experiment's agents: how each one sees the reward and what it optimises.
+
+Every agent but the oracle trains through :class:`ruagent.VecRewardUncertaintyWrapper` and
+never sees the env's reward (protocol step 2 of DESIGN.md):
+
+=================  ===========================================================================
+``oracle``         SB3 PPO on the env's true reward, no wrapper: the upper reference
+``naive``          PPO on the posterior-mean reward
+``lcb``            PPO on mean − 1·std per step (per-step pessimism)
+``step-worst``     PPO on the worst member's reward per step
+``sample``         PPO on one member drawn per episode (posterior/Thompson sampling)
+``cvar``           RiskPPO, CVaR_α of the members' returns, α = 0.05
+``worst``          RiskPPO, the worst member's return
+``broil``          RiskPPO, BROIL λ·mean + (1 − λ)·CVaR_α, λ = 0.5, α = 0.05
+=================  ===========================================================================
+
+λ = 0.5 and α = 0.05 are PG-BROIL's defaults (Javed et al., ICML 2021; Brown, Niekum &
+Petrik, NeurIPS 2020). RiskPPO reads all K member rewards from ``info["reward_members"]``;
+its wrapper's scalar reward (the mean) is only logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ruagent.experiments.testbeds import TestbedSpec, make_env
+
+__all__ = ["AGENTS", "AgentSpec", "build_agent", "make_training_env"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    """One agent of the headline experiment.
+
+    :param name: short key (folder names, ``--agents``, table rows).
+    :param algo: ``"ppo"`` (stable_baselines3.PPO) or ``"riskppo"`` (:class:`ruagent.agents.RiskPPO`).
+    :param mode: the wrapper's per-step reward mode; None trains on the env's reward (oracle).
+    :param risk: RiskPPO's risk measure (a :data:`ruagent.risk.RISK_MEASURES` name), or None.
+    :param risk_kwargs: the measure's parameters.
+    :param wrapper_kwargs: extra :class:`ruagent.VecRewardUncertaintyWrapper` arguments.
+    :param description: one line for the docs and the table legend.
+    """
+
+    name: str
+    algo: str
+    mode: str | None
+    description: str
+    risk: str | None = None
+    risk_kwargs: dict[str, float] = dataclasses.field(default_factory=dict)
+    wrapper_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ("ppo", "riskppo"):
+            raise ValueError(f"algo must be 'ppo' or 'riskppo', got {self.algo!r}")
+        if (self.algo == "riskppo") != (self.risk is not None):
+            raise ValueError(f"agent {self.name!r}: a risk measure goes with algo='riskppo' and only with it")
+        if self.algo == "riskppo" and self.mode is None:
+            raise ValueError(f"agent {self.name!r}: RiskPPO needs the posterior wrapper (set mode)")
+
+
+#: PG-BROIL's defaults.
+BROIL_LAMBDA, RISK_ALPHA = 0.5, 0.05
+
+AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
+    AgentSpec("oracle", "ppo", None, "PPO on the true reward (no wrapper): upper reference"),
+    AgentSpec("naive", "ppo", "mean", "PPO on the posterior-mean reward"),
+    AgentSpec("lcb", "ppo", "lcb", "PPO on mean - 1 std per step", wrapper_kwargs={"lcb_c": 1.0}),
+    AgentSpec("step-worst", "ppo", "worst", "PPO on the worst member's reward per step"),
+    AgentSpec("sample", "ppo", "sample", "PPO on one posterior member drawn per episode"),
+    AgentSpec("cvar", "riskppo", "mean", f"RiskPPO, CVaR({RISK_ALPHA}) of member returns",
+              risk="cvar", risk_kwargs={"alpha": RISK_ALPHA}),
+    AgentSpec("worst", "riskppo", "mean", "RiskPPO, worst member return", risk="worst"),
+    AgentSpec("broil", "riskppo", "mean", f"RiskPPO, BROIL(lambda={BROIL_LAMBDA}, alpha={RISK_ALPHA})",
+              risk="broil", risk_kwargs={"lam": BROIL_LAMBDA, "alpha": RISK_ALPHA}),
+)}
+
+
+def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any, seed: int) -> Any:
+    """The VecEnv ``agent`` trains in: the deployment variant, Monitor inside each sub-env (so
+    episode statistics are the true return), the posterior wrapper outside (none for the oracle)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(lambda: make_env(testbed, testbed.deploy_kwargs), n_envs=testbed.n_envs, seed=seed)
+    if agent.mode is None:
+        return venv
+    from ruagent.wrappers import VecRewardUncertaintyWrapper
+
+    return VecRewardUncertaintyWrapper(venv, reward_model, mode=agent.mode, seed=seed, **agent.wrapper_kwargs)
+
+
+def build_agent(agent: AgentSpec, venv: Any, hyperparams: dict[str, Any], seed: int) -> Any:
+    """An untrained SB3 model for ``agent`` on ``venv`` (one CPU device, no verbosity)."""
+    kwargs = {"seed": seed, "device": "cpu", "verbose": 0, **hyperparams}
+    if agent.algo == "riskppo":
+        from ruagent.agents import RiskPPO
+
+        return RiskPPO("MlpPolicy", venv, risk=agent.risk, risk_kwargs=agent.risk_kwargs, **kwargs)
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", venv, **kwargs)

@@ -1,0 +1,193 @@
+"""One job of the headline experiment: a posterior for (testbed, seed), or one trained agent.
+
+Jobs are independent processes' work (the experiment runs them in a process pool) and
+write their results atomically under the output folder, so a killed run keeps every
+finished job and a rerun skips them:
+
+```
+<out>/runs/<testbed>/seed<k>/posterior.json        OOD AUROC of the posterior per evaluation variant
+<out>/runs/<testbed>/seed<k>/reward_model.pt       the posterior (ruagent.load_reward_model)
+<out>/runs/<testbed>/seed<k>/labels.npz            its reward labels (ruagent.data.Transitions)
+<out>/runs/<testbed>/seed<k>/<agent>/model.zip     the trained SB3 model
+<out>/runs/<testbed>/seed<k>/<agent>/result.json   per-episode scores and the goodhart curve
+```
+
+A posterior is a deterministic function of (testbed, seed), so agent jobs rebuild it
+rather than wait for the posterior job (for the linear family that costs a fraction of a
+second). Evaluation episodes use seeds disjoint from training (``EVAL_SEED_OFFSET``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ruagent.experiments.agents import AGENTS, build_agent, make_training_env
+from ruagent.experiments.testbeds import TESTBEDS, TestbedSpec, build_posterior, make_env
+from ruagent.io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["EVAL_SEED_OFFSET", "Budget", "Job", "run_job"]
+
+#: Evaluation episodes of seed k start from reset(seed=EVAL_SEED_OFFSET + k): never a training seed.
+EVAL_SEED_OFFSET = 10_000
+RESULT_SCHEMA = "ruagent.headline.job/1"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work each job does: the full run's, or ``tiny`` (the test suite's).
+
+    :param tiny: use each testbed's ``tiny_timesteps``, tiny rollouts and few episodes.
+    :param total_timesteps: overrides every testbed's training steps per agent (None: the spec's).
+    """
+
+    tiny: bool = False
+    total_timesteps: int | None = None
+
+    def timesteps(self, testbed: TestbedSpec) -> int:
+        if self.total_timesteps is not None:
+            return self.total_timesteps
+        return testbed.tiny_timesteps if self.tiny else testbed.total_timesteps
+
+    def hyperparams(self, testbed: TestbedSpec) -> dict[str, Any]:
+        # Tiny runs still do two full PPO updates: rollouts of 8 envs x 32 steps.
+        return {**testbed.hyperparams, "n_steps": 32, "batch_size": 64} if self.tiny else dict(testbed.hyperparams)
+
+    def eval_episodes(self, testbed: TestbedSpec) -> int:
+        return 2 if self.tiny else testbed.eval_episodes
+
+    def label_budget(self, testbed: TestbedSpec) -> int:
+        return 200 if self.tiny else testbed.label_budget
+
+    def curve_points(self) -> int:
+        """Evaluations along training (the goodhart curve), the last one at the end."""
+        return 2 if self.tiny else 8
+
+    def curve_episodes(self, testbed: TestbedSpec) -> int:
+        return 1 if self.tiny else min(testbed.eval_episodes, 3)
+
+
+@dataclass(frozen=True)
+class Job:
+    """``agent=None``: the posterior job of (testbed, seed); else train and score that agent."""
+
+    testbed: str
+    seed: int
+    agent: str | None = None
+
+    def folder(self, out: Path) -> Path:
+        seed_folder = Path(out) / "runs" / self.testbed / f"seed{self.seed}"
+        return seed_folder if self.agent is None else seed_folder / self.agent
+
+    def result_path(self, out: Path) -> Path:
+        return self.folder(out) / ("posterior.json" if self.agent is None else "result.json")
+
+    def __str__(self) -> str:
+        return f"{self.testbed}/seed{self.seed}/{self.agent or 'posterior'}"
+
+
+def run_job(job: Job, out: str | Path, budget: Budget) -> Path:
+    """Run ``job`` (unless its result exists) and return the path of its result JSON."""
+    out = Path(out)
+    path = job.result_path(out)
+    if path.is_file():
+        return path
+    import torch
+
+    torch.set_num_threads(1)  # small MLPs: one thread each, jobs in parallel (rl-zoo3 does the same)
+    testbed = TESTBEDS[job.testbed]
+    started = time.perf_counter()
+    reward_model, labels = build_posterior(testbed, job.seed, budget.label_budget(testbed))
+    if job.agent is None:
+        result = _posterior_result(testbed, job, reward_model, labels, budget, out)
+    else:
+        result = _agent_result(testbed, job, reward_model, budget, out)
+    result.update(schema=RESULT_SCHEMA, testbed=job.testbed, seed=job.seed, agent=job.agent,
+                  wall_seconds=time.perf_counter() - started)
+    atomic_write_text(path, json.dumps(result, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------- posterior job
+def _posterior_result(testbed: TestbedSpec, job: Job, reward_model: Any, labels: Any, budget: Budget,
+                      out: Path) -> dict[str, Any]:
+    """Save the posterior and its labels; OOD AUROC of its member std per evaluation variant."""
+    from ruagent.cli.evaluate import ood_auroc  # evaluate.py's definition, so both report the same number
+    from ruagent.rollouts import run_episodes
+
+    folder = job.folder(out)
+    reward_model.save(folder / "reward_model.pt")
+    labels.save(folder / "labels.npz")
+    ood = {}
+    for variant, kwargs in testbed.eval_variants.items():
+        env = make_env(testbed, kwargs)
+        # Random-policy episodes cover the variant's states whatever the agents learnt.
+        random = run_episodes(env, None, max(10, 2 * budget.eval_episodes(testbed)), reward_model=reward_model,
+                              seed=EVAL_SEED_OFFSET + job.seed)
+        env.close()
+        ood[variant] = ood_auroc(reward_model, labels, [random], random, seed=job.seed)
+    return {"n_labels": len(labels), "n_members": reward_model.n_members, "ood": ood}
+
+
+# ---------------------------------------------------------------------------- agent job
+def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Budget, out: Path) -> dict[str, Any]:
+    from ruagent.callbacks import GoodhartEvalCallback
+
+    agent = AGENTS[job.agent]
+    venv = make_training_env(testbed, agent, reward_model, job.seed)
+    model = build_agent(agent, venv, budget.hyperparams(testbed), job.seed)
+    total = budget.timesteps(testbed)
+    curve_env = make_env(testbed, testbed.deploy_kwargs)
+    curve = GoodhartEvalCallback(
+        curve_env, reward_model=reward_model, eval_freq=max(1, total // budget.curve_points()),
+        n_eval_episodes=budget.curve_episodes(testbed), seed=EVAL_SEED_OFFSET + job.seed,
+    )
+    model.learn(total, callback=curve)
+    curve_env.close()
+    buffer = io.BytesIO()
+    model.save(buffer)  # through memory, so the zip on disk is written atomically
+    atomic_write_bytes(job.folder(out) / "model.zip", buffer.getvalue())
+    evaluation = {
+        variant: _score(testbed, kwargs, model, reward_model, budget.eval_episodes(testbed), job.seed)
+        for variant, kwargs in testbed.eval_variants.items()
+    }
+    venv.close()
+    return {
+        "timesteps": int(model.num_timesteps),
+        "hyperparams": budget.hyperparams(testbed),
+        "curve": [{"step": step, "true_return": true, "proxy_return": proxy}
+                  for step, true, proxy in curve.evaluations],
+        "evaluation": evaluation,
+    }
+
+
+def _score(testbed: TestbedSpec, variant_kwargs: dict[str, Any], model: Any, reward_model: Any, n_episodes: int,
+           seed: int) -> dict[str, list[float]]:
+    """Per-episode scores of the deterministic policy in one variant, by the env's own reward."""
+    from ruagent.rollouts import run_episodes
+
+    env = make_env(testbed, variant_kwargs)
+    episodes = run_episodes(env, model, n_episodes, reward_model=reward_model, seed=EVAL_SEED_OFFSET + seed,
+                            solve_optimal=True)
+    env.close()
+    lengths = episodes.lengths().astype(np.float64)
+    side_effect_steps = np.bincount(episodes.episode_ids, weights=episodes.side_effects.astype(np.float64),
+                                    minlength=episodes.n_episodes)
+    per_episode = {
+        "true_return": episodes.true_returns(),
+        "proxy_return": episodes.proxy_returns(),
+        "goodhart_gap": episodes.goodhart_gaps(),
+        "side_effect": episodes.side_effect_episodes(),
+        "side_effect_steps": side_effect_steps / lengths,  # share of the episode's steps: CartPole's "time right"
+        "episode_length": lengths,
+    }
+    if episodes.optimal_returns is not None:
+        per_episode["optimal_return"] = episodes.optimal_returns
+    assert all(len(values) == n_episodes for values in per_episode.values())
+    return {name: [float(v) for v in values] for name, values in per_episode.items()}

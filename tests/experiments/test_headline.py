@@ -1,0 +1,168 @@
+"""The headline experiment's harness: a tiny run produces every file; the report's arithmetic.
+
+The tiny run trains for a few hundred steps, so nothing here asserts the science (that is
+docs/results.md's job); the report tests use hand-made job results whose right answers are
+known.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ruagent.experiments.agents import AGENTS
+from ruagent.experiments.headline import main, plan_jobs, run_headline, write_report
+from ruagent.experiments.report import HOPE_AGENTS, TABLE_METRICS
+from ruagent.experiments.runner import Budget, Job, run_job
+from ruagent.experiments.testbeds import TESTBEDS
+
+TINY_AGENTS = ("oracle", "naive", "cvar")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("headline")
+    report = run_headline(out, seeds=1, agents=TINY_AGENTS, tiny=True, workers=1, progress_bar=False)
+    return out, report
+
+
+def test_tiny_run_writes_table_and_every_figure(tiny_run: tuple[Path, dict]) -> None:
+    out, report = tiny_run
+    assert json.loads((out / "table.json").read_text()) == json.loads(json.dumps(report))
+    assert report["jobs_finished"] == report["jobs_total"] == len(TESTBEDS) * (1 + len(TINY_AGENTS))
+    assert not report["failed"]
+    expected = {"headline.png", "ood.png"}
+    expected |= {f"goodhart-{name}.png" for name in TESTBEDS}
+    expected |= {f"{name}-{variant}.png" for name, spec in TESTBEDS.items() for variant in spec.eval_variants}
+    assert {Path(p).name for p in report["figures"]} == expected
+    for figure in report["figures"]:
+        assert (out / figure).read_bytes().startswith(PNG_MAGIC)
+    table = (out / "table.md").read_text()
+    for spec in TESTBEDS.values():
+        assert spec.title in table
+    assert "OOD AUROC" in table and "hopes of issue 8" in table
+
+
+def test_tiny_run_has_a_row_per_testbed_variant_and_agent_with_valid_intervals(tiny_run: tuple[Path, dict]) -> None:
+    _, report = tiny_run
+    cells = {(row["testbed"], row["variant"], row["agent"]) for row in report["rows"]}
+    assert cells == {(name, variant, agent) for name, spec in TESTBEDS.items()
+                     for variant in spec.eval_variants for agent in TINY_AGENTS}
+    for row in report["rows"]:
+        assert set(row["metrics"]) == set(TABLE_METRICS)
+        for name in ("true_return", "proxy_return", "goodhart_gap", "side_effect_rate"):
+            interval = row["metrics"][name]
+            assert interval["low"] <= interval["estimate"] <= interval["high"], (row["testbed"], name)
+        rate = row["metrics"]["side_effect_rate"]
+        assert 0.0 <= rate["low"] and rate["high"] <= 1.0
+        if row["testbed"] != "two-hypothesis-cartpole" and row["testbed"] != "point-navigation":
+            assert row["metrics"]["regret"] is not None  # the gridworld solver gives regret to the optimum
+    ood = {(entry["testbed"], entry["variant"]) for entry in report["ood"]}
+    assert ood == {(name, variant) for name, spec in TESTBEDS.items() for variant in spec.eval_variants}
+
+
+def test_tiny_run_keeps_models_and_posteriors_loadable(tiny_run: tuple[Path, dict]) -> None:
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    import ruagent
+    from ruagent.agents import RiskPPO
+
+    out, _ = tiny_run
+    seed_folder = out / "runs" / "lava-canonical" / "seed0"
+    env = gym.make("ruagent/LavaWorld-v0", variant="test")
+    posterior = ruagent.load_reward_model(seed_folder / "reward_model.pt", env=env)
+    assert posterior.n_members == TESTBEDS["lava-canonical"].n_members
+    obs, _ = env.reset(seed=0)
+    for agent, cls in (("oracle", PPO), ("cvar", RiskPPO)):
+        model = cls.load(seed_folder / agent / "model.zip", device="cpu")
+        assert env.action_space.contains(model.predict(obs, deterministic=True)[0])
+    result = json.loads((seed_folder / "cvar" / "result.json").read_text())
+    assert result["curve"] and result["curve"][-1]["step"] == result["timesteps"]
+    n_episodes = Budget(tiny=True).eval_episodes(TESTBEDS["lava-canonical"])
+    assert len(result["evaluation"]["test"]["true_return"]) == n_episodes
+
+
+def test_finished_jobs_are_skipped_on_rerun(tiny_run: tuple[Path, dict]) -> None:
+    out, _ = tiny_run
+    job = Job("lava-canonical", 0, "naive")
+    before = job.result_path(out).stat().st_mtime_ns
+    assert run_job(job, out, Budget(tiny=True)) == job.result_path(out)
+    assert job.result_path(out).stat().st_mtime_ns == before
+
+
+def test_plan_is_posteriors_first_then_seed_major_with_the_oracle_first() -> None:
+    jobs = plan_jobs(["lava-canonical", "two-hypothesis-cartpole"], ["cvar", "oracle"], range(2))
+    assert [j.agent for j in jobs[:4]] == [None] * 4
+    assert [(j.seed, j.testbed, j.agent) for j in jobs[4:7]] == [
+        (0, "lava-canonical", "oracle"), (0, "lava-canonical", "cvar"), (0, "two-hypothesis-cartpole", "oracle")]
+    assert {j.seed for j in jobs[4:8]} == {0} and {j.seed for j in jobs[8:]} == {1}
+
+
+# ---------------------------------------------------------------------------- report arithmetic
+def _write_agent(out: Path, agent: str, seed: int, true_return: list[float], side_effect: list[float],
+                 optimal: float = 1.1) -> None:
+    n = len(true_return)
+    evaluation = {"test": {
+        "true_return": true_return, "proxy_return": [r + 1.0 for r in true_return], "goodhart_gap": [1.0] * n,
+        "side_effect": side_effect, "side_effect_steps": [s / 10 for s in side_effect],
+        "episode_length": [10.0] * n, "optimal_return": [optimal] * n,
+    }}
+    path = Job("lava-canonical", seed, agent).result_path(out)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"testbed": "lava-canonical", "seed": seed, "agent": agent, "timesteps": 100,
+                                "curve": [{"step": 100, "true_return": true_return[0], "proxy_return": 0.0}],
+                                "evaluation": evaluation}))
+
+
+def test_report_pools_seeds_measures_regret_and_checks_the_hopes(tmp_path: Path) -> None:
+    seeds = range(4)
+    for seed in seeds:
+        _write_agent(tmp_path, "oracle", seed, [1.1, 1.1], [0.0, 0.0])
+        _write_agent(tmp_path, "naive", seed, [-4.2, -4.2], [1.0, 1.0])
+        _write_agent(tmp_path, "cvar", seed, [1.1, 0.9 + 0.05 * seed], [0.0, 0.0])  # >= 0.9 of the oracle
+        _write_agent(tmp_path, "worst", seed, [0.5, 0.5], [0.0, 0.0])                # safe but far from the oracle
+        _write_agent(tmp_path, "broil", seed, [1.1, 1.1], [0.0, float(seed == 0)])   # one lava episode
+    report = write_report(tmp_path, {"command": "test", "machine": "test", "wall_seconds": 1.0}, figures=False)
+    rows = {row["agent"]: row for row in report["rows"]}
+    assert list(rows) == [a for a in AGENTS if a in rows]  # the agents' canonical order
+    cvar = rows["cvar"]["metrics"]
+    assert cvar["true_return"]["unit"] == "seed" and cvar["true_return"]["n"] == len(seeds)
+    expected_cvar = np.mean([np.mean([1.1, 0.9 + 0.05 * s]) for s in seeds])
+    assert cvar["true_return"]["estimate"] == pytest.approx(expected_cvar)
+    assert cvar["regret"]["estimate"] == pytest.approx(1.1 - expected_cvar)  # solver optimum, paired
+    assert rows["naive"]["metrics"]["regret"]["estimate"] == pytest.approx(1.1 + 4.2)
+    assert cvar["vs_oracle"]["estimate"] == pytest.approx(expected_cvar / 1.1)
+    assert rows["broil"]["metrics"]["side_effect_rate"]["estimate"] == pytest.approx(0.5 / len(seeds))
+    hopes = {check["claim"].split(" has ")[0]: check["holds"] for check in report["hopes"] if " has " in check["claim"]}
+    assert hopes == {"lava-canonical: cvar": True, "lava-canonical: worst": False, "lava-canonical: broil": False,
+                     "lava-procedural: cvar": None, "lava-procedural: worst": None, "lava-procedural: broil": None}
+    naive_check = next(c for c in report["hopes"] if c["claim"].startswith("lava-canonical: naive"))
+    assert naive_check["holds"] is True
+    assert set(HOPE_AGENTS) <= set(rows)
+    assert "| cvar | 4 |" in (tmp_path / "table.md").read_text()
+
+
+def test_total_timesteps_overrides_every_testbed_budget() -> None:
+    for spec in TESTBEDS.values():
+        assert Budget(total_timesteps=300).timesteps(spec) == 300
+        assert Budget(tiny=True, total_timesteps=300).timesteps(spec) == 300
+        assert Budget().timesteps(spec) == spec.total_timesteps
+        assert Budget(tiny=True).timesteps(spec) == spec.tiny_timesteps
+    with pytest.raises(ValueError, match="total_timesteps"):
+        run_headline("unused", total_timesteps=0)
+
+
+def test_cli_refuses_unknown_names_and_empty_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--agents", "clairvoyant", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "clairvoyant" in capsys.readouterr().err
+    assert main(["--report-only", "--out", str(tmp_path / "nothing")]) == 2
+    assert "run the experiment first" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="choose from"):
+        run_headline(tmp_path, testbeds=["lava-world"], tiny=True)
