@@ -36,6 +36,7 @@ STAGES = {
 _FLAG_KEYS = {
     "seed": "seed", "device": "device", "n_envs": "env.n_envs", "vec_env": "env.vec_env", "algo": "agent.algo",
     "env": "env.id", "name": "name", "runs_dir": "runs_dir", "total_timesteps": "agent.total_timesteps",
+    "labels": "labels.kind", "budget": "labels.budget", "query": "labels.query", "labeller": "labels.labeller",
 }
 
 
@@ -59,6 +60,10 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument("--total-timesteps", type=int, help=_flag_help("agent.total_timesteps"))
     group.add_argument("--n-envs", type=int, help=_flag_help("env.n_envs"))
     group.add_argument("--vec-env", choices=("dummy", "subproc"), help=_flag_help("env.vec_env"))
+    labels = common.add_argument_group("labels")
+    for flag, key in (("--labels", "labels.kind"), ("--query", "labels.query"), ("--labeller", "labels.labeller")):
+        labels.add_argument(flag, choices=config_lib.SCHEMA[key].choices, help=_flag_help(key))
+    labels.add_argument("--budget", type=int, help=_flag_help("labels.budget"))
     group.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run = common.add_argument_group("run folder")
     run.add_argument("--name", help=_flag_help("name"))

@@ -209,3 +209,14 @@ def test_full_default_run_avoids_lava_where_the_mean_agent_does_not(tmp_path):
     assert risk["side_effect_rate"]["estimate"] < mean["side_effect_rate"]["estimate"] - 0.5
     assert risk["true_return"]["estimate"] > mean["true_return"]["estimate"] + 1.0
     assert risk["goodhart_gap"]["estimate"] < mean["goodhart_gap"]["estimate"]
+
+
+def test_label_flags_set_the_preference_keys():
+    code, out, _ = run_main("--labels", "preferences", "--budget", "200", "--query", "disagreement",
+                            "--labeller", "human", "--print-config")
+    assert code == 0
+    labels = yaml.safe_load(out)["labels"]
+    assert (labels["kind"], labels["budget"], labels["query"], labels["labeller"]) == (
+        "preferences", 200, "disagreement", "human")
+    code, _, err = run_main("--query", "telepathy", "--print-config")
+    assert code == 2 and "disagreement" in err  # argparse names the valid choices
