@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import ruagent  # noqa: F401  (registers the env ids)
 from ruagent.agents import RiskPPO
-from ruagent.envs.two_hypothesis_cartpole import TwoHypothesisCartPolePosterior
+from ruagent.envs.two_hypothesis_cartpole import TwoHypothesisCartPolePosterior, time_left_of_centre
 from ruagent.io import atomic_write
 from ruagent.wrappers import RewardUncertaintyWrapper
 
@@ -56,19 +56,6 @@ def train(risk: str, seed: int, steps: int) -> RiskPPO:
     return model.learn(steps)
 
 
-def rollout_sides(model: RiskPPO, seed: int, episodes: int) -> tuple[float, float]:
-    """(fraction of steps left of centre, mean episode length) of the deterministic policy."""
-    env = make_vec_env(ENV_ID, n_envs=1, seed=seed)
-    obs, left, steps, done_episodes = env.reset(), 0, 0, 0
-    while done_episodes < episodes:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, _, dones, infos = env.step(action)
-        left += infos[0]["cart_x"] <= 0
-        steps += 1
-        done_episodes += int(dones[0])
-    return left / steps, steps / episodes
-
-
 def interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95 % Student-t interval over seeds."""
     values = np.asarray(values, dtype=np.float64)
@@ -93,7 +80,7 @@ def main() -> None:
     for seed in tqdm(range(args.seeds), desc="seeds"):
         for risk in RISKS:
             model = train(risk, seed, args.steps)
-            left, length = rollout_sides(model, seed=1000 + seed, episodes=args.episodes)
+            left, length = time_left_of_centre(model, args.episodes, seed=1000 + seed)
             per_seed[risk].append({"seed": seed, "left_fraction": left, "mean_episode_length": length})
 
     print(f"TwoHypothesisCartPole, {args.seeds} seeds x {args.steps} steps, {args.episodes} eval episodes each")

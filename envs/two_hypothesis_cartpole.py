@@ -43,6 +43,7 @@ __all__ = [
     "RIGHT_REWARDS",
     "TwoHypothesisCartPole",
     "TwoHypothesisCartPolePosterior",
+    "time_left_of_centre",
 ]
 
 #: (K,) posterior probabilities of the two hypotheses.
@@ -183,3 +184,28 @@ class TwoHypothesisCartPolePosterior(RewardModel):
         tensors: dict[str, torch.Tensor],
     ) -> TwoHypothesisCartPolePosterior:
         return cls(observation_space, action_space)
+
+
+def time_left_of_centre(policy: Any, n_episodes: int, seed: int = 0, variant: str = "train") -> tuple[float, float]:
+    """How a policy sides: (share of steps with the cart at x <= 0, mean episode length).
+
+    The PG-BROIL check reads this: a mean-reward agent goes right (the 95 % hypothesis pays
+    +2 there), a CVaR agent stays left. Runs ``n_episodes`` whole episodes of the
+    deterministic ``policy.predict`` (an SB3 model) on ``ruagent/TwoHypothesisCartPole-v0``,
+    resetting with ``seed`` once.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    env = gym.make("ruagent/TwoHypothesisCartPole-v0", variant=variant)
+    obs, _ = env.reset(seed=seed)
+    left = steps = episodes = 0
+    while episodes < n_episodes:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(action)
+        left += bool(info["cart_x"] <= 0)
+        steps += 1
+        if terminated or truncated:
+            episodes += 1
+            obs, _ = env.reset()
+    env.close()
+    return left / steps, steps / n_episodes

@@ -23,7 +23,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import ruagent  # noqa: F401  (registers ruagent/TwoHypothesisCartPole-v0)
 from ruagent.agents import RiskPPO
-from ruagent.envs.two_hypothesis_cartpole import TwoHypothesisCartPolePosterior
+from ruagent.envs.two_hypothesis_cartpole import TwoHypothesisCartPolePosterior, time_left_of_centre
 from ruagent.wrappers import RewardUncertaintyWrapper
 
 ENV_ID = "ruagent/TwoHypothesisCartPole-v0"
@@ -57,19 +57,6 @@ def train(risk: str, seed: int, steps: int, **kwargs) -> tuple[RiskPPO, list[boo
     return model, recorder.left
 
 
-def left_fraction_of_policy(model: RiskPPO, seed: int, episodes: int) -> float:
-    """Fraction of steps the deterministic policy spends left of centre over whole episodes."""
-    env = make_vec_env(ENV_ID, n_envs=1, seed=seed)
-    obs, left, steps, done_episodes = env.reset(), 0, 0, 0
-    while done_episodes < episodes:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, _, dones, infos = env.step(action)
-        left += infos[0]["cart_x"] <= 0
-        steps += 1
-        done_episodes += int(dones[0])
-    return left / steps
-
-
 def test_cvar_learns_to_prefer_the_left_and_the_mean_the_right():
     fractions = {}
     for risk in RISKS:
@@ -88,7 +75,7 @@ def test_trained_cvar_policy_stays_left_and_mean_policy_right():
     for seed in range(3):
         for risk in RISKS:
             model, _ = train(risk, seed=seed, steps=50_000, **schedule)
-            fractions[risk].append(left_fraction_of_policy(model, seed=seed + 100, episodes=5))
+            fractions[risk].append(time_left_of_centre(model, 5, seed=seed + 100)[0])
     # Averages over seeds: one seed's mean agent may still balance imperfectly after 50k steps.
     assert np.mean(fractions["cvar"]) > 0.5 + MARGIN, fractions
     assert np.mean(fractions["mean"]) < 0.5 - MARGIN, fractions

@@ -10,6 +10,7 @@ from ruagent.envs.two_hypothesis_cartpole import (
     HYPOTHESIS_PROBS,
     TwoHypothesisCartPole,
     TwoHypothesisCartPolePosterior,
+    time_left_of_centre,
 )
 from ruagent.reward_models.base import SpaceMismatchError
 
@@ -102,3 +103,23 @@ def test_rendering_shows_the_cart():
     text = TwoHypothesisCartPole(variant="test", render_mode="ansi")
     text.reset(seed=0)
     assert "C" in text.render() and "true reward" in text.render()
+
+
+class _ConstantPolicy:
+    """SB3-style ``predict`` that always pushes the same way."""
+
+    def __init__(self, action: int) -> None:
+        self.action = action
+
+    def predict(self, obs, deterministic=True):
+        return self.action, None
+
+
+def test_time_left_of_centre_reads_the_side_a_policy_drives_to():
+    pushed_left, left_length = time_left_of_centre(_ConstantPolicy(0), n_episodes=3, seed=0)
+    pushed_right, right_length = time_left_of_centre(_ConstantPolicy(1), n_episodes=3, seed=0)
+    # episodes start near x = 0 and last ~10 steps, so the first steps count for either side
+    assert pushed_left > 0.5 > pushed_right
+    assert 5 < left_length < 100 and 5 < right_length < 100  # constant pushing topples the pole early
+    with pytest.raises(ValueError, match="n_episodes"):
+        time_left_of_centre(_ConstantPolicy(0), n_episodes=0)
