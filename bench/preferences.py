@@ -5,6 +5,9 @@ Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segmen
 * ``train_pairs_per_s``: pairs × epochs / seconds of :class:`EnsemblePreferenceFitter` (fixed
   epochs, no early stopping, minibatches of ``--batch-size`` pairs), all members in one batched
   computation; a whole ``fit`` is timed (featurising, the prior pass, training, statistics).
+* ``autograd_train_pairs_per_s``: the same fitter with the segment returns computed by
+  autograd through every step (what ``stacked_segment_returns``' hand-written backward
+  replaced), in the same run.
 * ``previous_train_pairs_per_s``: the same fit done the way the fitter did it before its
   fast path (each member its own resampled minibatch, every step recomputing the fixed prior
   nets and applying the output layer to every step), in the same run: the speed-up's baseline.
@@ -17,12 +20,14 @@ Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segmen
   loops over members like this, but also goes pair by pair; this baseline keeps the
   flattened-pairs batching, so it isolates the member loop), for training and scoring.
 
-Anchor (issue 6): imitation 1.0.1 ≈ 430 training and ≈ 645 scoring pairs/s on 2 cores.
+Anchor (issue 6): imitation 1.0.1 ≈ 430 training and ≈ 645 scoring pairs/s on 2 cores, with
+its default reward net (BasicRewardNet, hidden (32, 32)); so ``--hidden`` defaults to (32, 32).
+Our ensemble's own default is (64, 64): run ``--hidden 64 64`` for it.
 Every figure is the median of ``--repeats`` runs, as wall-clock rates and (``per_cpu_second``)
 rates per second of this process's CPU time, which is what a shared machine still measures
-fairly. Last line: JSON.
+fairly. Writes ``bench/results/preferences.json``; the last stdout line is that JSON.
 
-    python bench/preferences.py [--repeats 3] [--epochs 5] [--hidden 64 64] [--threads 2] [--batch-size 64]
+    python bench/preferences.py [--repeats 3] [--epochs 5] [--hidden 32 32] [--threads 2] [--batch-size 64]
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from ruagent.io import atomic_write_text
 from ruagent.preferences.bradley_terry import bradley_terry_loss
 from ruagent.preferences.fit import EnsemblePreferenceFitter
 from ruagent.preferences.labellers import SyntheticLabeller
@@ -45,6 +52,7 @@ from ruagent.preferences.segments import SegmentPairs, Segments, candidate_pairs
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.reward_models.training import train_members
 
+RESULTS = Path(__file__).resolve().parent / "results" / "preferences.json"
 #: process CPU seconds of the last median_time call's median run (the machine is shared, so
 #: wall time includes waiting for a core; CPU time is what the work itself took)
 LAST_CPU_SECONDS = [0.0]
@@ -112,12 +120,22 @@ def previous_fit(fitter: EnsemblePreferenceFitter, pairs: SegmentPairs, labels: 
         fitter.member_returns_torch(flat, mask)  # the metrics' full forward
 
 
+def use_autograd_segment_returns(model: EnsembleRewardModel) -> None:
+    """Route the model's segment returns through autograd over every step (the same-run baseline)."""
+
+    def segment_returns(features: torch.Tensor, mask: torch.Tensor, workspace: object = None) -> torch.Tensor:
+        rewards = model.trainable_rewards_torch(features)  # (K, S·T): every layer, every step
+        return (rewards.reshape(model.n_members, *mask.shape) * mask).sum(dim=-1)
+
+    model.trainable_segment_returns_torch = segment_returns
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--segment-length", type=int, default=25)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="the anchor's net; ours is 64 64")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -144,6 +162,11 @@ def main() -> None:
     train_s = median_time(lambda: batched.fit(pairs, labels), args.repeats)
     train_pairs_per_s = n_pairs * args.epochs / train_s
     train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
+    autograd = fitter(make_model(env, k, hidden, 0), args.epochs, args.batch_size)
+    use_autograd_segment_returns(autograd.reward_model)
+    autograd.fit(pairs, labels)
+    autograd_pairs_per_s = n_pairs * args.epochs / median_time(lambda: autograd.fit(pairs, labels), args.repeats)
+    autograd_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
     previous = fitter(make_model(env, k, hidden, 0), args.epochs, args.batch_size)
     previous.fit(pairs, labels)  # the same normalisation and warm-up
     previous_pairs_per_s = (
@@ -161,7 +184,9 @@ def main() -> None:
     loop_train_pairs_per_s = n_pairs * args.epochs / median_time(loop_train, args.repeats)
     loop_train_cpu = n_pairs * args.epochs / LAST_CPU_SECONDS[0]
     print(
-        f"train: batched {train_pairs_per_s:,.0f} pairs/s ({train_cpu:,.0f} per CPU-s); previous fitter "
+        f"train: batched {train_pairs_per_s:,.0f} pairs/s ({train_cpu:,.0f} per CPU-s); autograd segment returns "
+        f"{autograd_pairs_per_s:,.0f} ({autograd_cpu:,.0f}; {train_cpu / autograd_cpu:.1f}x per CPU-s); "
+        f"previous fitter "
         f"{previous_pairs_per_s:,.0f} ({previous_cpu:,.0f}; {train_cpu / previous_cpu:.1f}x per CPU-s); "
         f"loop over members {loop_train_pairs_per_s:,.0f} ({loop_train_cpu:,.0f}; {train_cpu / loop_train_cpu:.1f}x)"
     )
@@ -193,36 +218,36 @@ def main() -> None:
         f"pairs/s; loop over members (distinct) {loop_score_per_s:,.0f} pairs/s "
         f"({score_distinct / loop_score_per_s:.1f}x)"
     )
-    print(
-        json.dumps(
-            {
-                "train_pairs_per_s": round(train_pairs_per_s),
-                "score_pairs_per_s": round(score_pairs_per_s),
-                "score_distinct_pairs_per_s": round(score_distinct),
-                "previous_train_pairs_per_s": round(previous_pairs_per_s),
-                "loop_train_pairs_per_s": round(loop_train_pairs_per_s),
-                "loop_score_pairs_per_s": round(loop_score_per_s),
-                "per_cpu_second": {
-                    "train": round(train_cpu),
-                    "score": round(score_cpu),
-                    "score_distinct": round(score_distinct_cpu),
-                    "previous_train": round(previous_cpu),
-                    "loop_train": round(loop_train_cpu),
-                    "loop_score": round(loop_score_cpu),
-                },
-                "members": k,
-                "pairs": n_pairs,
-                "segment_length": t,
-                "hidden": list(hidden),
-                "threads": args.threads,
-                "batch_size": args.batch_size,
-                "epochs": args.epochs,
-                "load_average": round(os.getloadavg()[0], 1),
-                # glibc settings that keep freed memory mapped (see docs/preferences.md); None = default
-                "malloc_env": {name: os.environ.get(name) for name in MALLOC_ENV},
-            }
-        )
-    )
+    results = {
+        "train_pairs_per_s": round(train_pairs_per_s),
+        "score_pairs_per_s": round(score_pairs_per_s),
+        "score_distinct_pairs_per_s": round(score_distinct),
+        "autograd_train_pairs_per_s": round(autograd_pairs_per_s),
+        "previous_train_pairs_per_s": round(previous_pairs_per_s),
+        "loop_train_pairs_per_s": round(loop_train_pairs_per_s),
+        "loop_score_pairs_per_s": round(loop_score_per_s),
+        "per_cpu_second": {
+            "train": round(train_cpu),
+            "score": round(score_cpu),
+            "score_distinct": round(score_distinct_cpu),
+            "autograd_train": round(autograd_cpu),
+            "previous_train": round(previous_cpu),
+            "loop_train": round(loop_train_cpu),
+            "loop_score": round(loop_score_cpu),
+        },
+        "members": k,
+        "pairs": n_pairs,
+        "segment_length": t,
+        "hidden": list(hidden),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "load_average": round(os.getloadavg()[0], 1),
+        # glibc settings that keep freed memory mapped (see docs/preferences.md); None = default
+        "malloc_env": {name: os.environ.get(name) for name in MALLOC_ENV},
+    }
+    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

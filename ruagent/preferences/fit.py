@@ -30,6 +30,7 @@ from ruagent.preferences.bradley_terry import bradley_terry_loss, nll_derivative
 from ruagent.preferences.laplace import LaplacePosterior
 from ruagent.preferences.segments import SegmentPairs, Segments, _SegmentArrays
 from ruagent.reward_models.ensemble import ROWS_PER_CHUNK
+from ruagent.reward_models.segment_returns import Workspace
 from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsemblePreferenceFitter", "LinearPreferenceFitter", "PreferenceFitter", "make_fitter"]
@@ -153,13 +154,15 @@ class EnsemblePreferenceFitter(PreferenceFitter):
         mask = torch.as_tensor(pairs.mask, dtype=flat.dtype, device=flat.device)  # (B, 2, T)
         y = torch.as_tensor(labels, device=flat.device)
         # the prior nets and normalisation are fixed: their share of every return, once per fit
-        fixed_returns = self._returns(self.reward_model.fixed_rewards_torch(flat), mask)  # (K, B, 2)
+        fixed_rewards = self.reward_model.fixed_rewards_torch(flat)  # (K, B·2·T)
+        fixed_returns = self._returns(fixed_rewards, mask)  # (K, B, 2)
+        workspace = Workspace()  # activation buffers shared by this fit's steps
 
         def member_loss(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # (b,), (K, b) -> (K,)
             # one minibatch for all members, bootstrap as weights: a single (b·2·T, D) input batch
             b = indices.shape[0]
             trainable = self.reward_model.trainable_segment_returns_torch(
-                features[indices].reshape(b * 2 * t, d), mask[indices].reshape(b * 2, t)
+                features[indices].reshape(b * 2 * t, d), mask[indices].reshape(b * 2, t), workspace
             )  # (K, b·2)
             returns = trainable.reshape(k, b, 2) + fixed_returns[:, indices]
             return bradley_terry_loss(returns, y[indices], self.label_noise, self.temperature, weights)
@@ -183,15 +186,16 @@ class EnsemblePreferenceFitter(PreferenceFitter):
         )
         # the model caches folded inference weights; they are stale after training
         self.reward_model._cache = None
-        rewards = self._member_rewards(flat)  # (K, B·2·T)
+        rewards = fixed_rewards + self._trainable_rewards(flat)  # (K, B·2·T)
         self.reward_model.set_reward_statistics(flat.cpu().numpy()[valid_rows], rewards.cpu().numpy()[:, valid_rows])
         return self._metrics(self._returns(rewards, mask), y)
 
     @torch.no_grad()
-    def _member_rewards(self, flat: torch.Tensor) -> torch.Tensor:
-        """All members' rewards (K, N) on the label transitions (N, D), in chunks that keep activations in cache."""
+    def _trainable_rewards(self, flat: torch.Tensor) -> torch.Tensor:
+        """The trained part of members' rewards (K, N) on label transitions (N, D), in cache-sized chunks."""
         step = ROWS_PER_CHUNK
-        chunks = [self.reward_model.member_rewards_torch(flat[i : i + step]) for i in range(0, flat.shape[0], step)]
+        model = self.reward_model
+        chunks = [model.trainable_rewards_torch(flat[i : i + step]) for i in range(0, flat.shape[0], step)]
         return torch.cat(chunks, dim=1)
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ import torch
 from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
 from ruagent.reward_models.feature_model import FeatureRewardModel
+from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
 from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsembleRewardModel"]
@@ -64,18 +65,6 @@ def _stacked_mlp(x: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tens
         if i < n_layers - 1:
             h = h.relu_()  # in place: the matmul's backward does not need its output
     return h.squeeze(-1)
-
-
-def _stacked_hidden(x: torch.Tensor, tensors: Sequence[torch.Tensor], k: int) -> torch.Tensor:
-    """The hidden layers only: x (B, D) shared or (K, B, D) -> last hidden activations (K, B, H).
-
-    ``tensors`` are the hidden layers' [W_0, b_0, ...]; with none (linear members) x itself, as (K, B, D).
-    """
-    h = x if x.dim() == 3 else x.expand(k, *x.shape)  # a view: members share the input batch
-    for i in range(0, len(tensors), 2):
-        # in place: baddbmm's backward does not need its output, and ReLU's needs only its own
-        h = torch.baddbmm(tensors[i + 1], h, tensors[i]).relu_()
-    return h
 
 
 class EnsembleRewardModel(FeatureRewardModel):
@@ -193,27 +182,23 @@ class EnsembleRewardModel(FeatureRewardModel):
         """
         return self.target_scale * _stacked_mlp(self._check_features_torch(features), self._trainable)
 
-    def trainable_segment_returns_torch(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Masked sums over segments of :meth:`trainable_rewards_torch`, differentiable.
+    def trainable_segment_returns_torch(
+        self, features: torch.Tensor, mask: torch.Tensor, workspace: Workspace | None = None
+    ) -> torch.Tensor:
+        """Masked sums over segments of :meth:`trainable_rewards_torch`, differentiable in :meth:`parameters`.
 
-        The output layer is linear, so ``Σ_t m_t (h_t·w + b) = (Σ_t m_t h_t)·w + b·Σ_t m_t``: it is
-        applied to the segments' summed last hidden activations (S rows instead of S·T). Same
-        returns and gradients; the (H -> 1) layer, a matrix-vector product that runs far below
-        matmul speed, no longer costs a pass per step.
+        Computed by :func:`~ruagent.reward_models.segment_returns.stacked_segment_returns`
+        (output layer applied to the summed last activations, hand-written backward): same
+        returns and gradients as summing :meth:`trainable_rewards_torch` over each segment.
 
         :param features: (S·T, D) raw features of S segments of T steps, shared by all members.
         :param mask: (S, T), 1 on valid steps and 0 on padding.
+        :param workspace: activation buffers reused across the steps of a training loop.
         :return: (K, S) member returns.
         """
-        s, t = mask.shape
-        assert features.dim() == 2 and features.shape[0] == s * t, (features.shape, mask.shape)
-        k = self.n_members
-        hidden = _stacked_hidden(self._check_features_torch(features), self._trainable[:-2], k)  # (K, S·T, H)
-        # the masked sum over T as one batched (1, T) @ (T, H) product
-        summed = torch.matmul(mask.reshape(1, s, 1, t), hidden.reshape(k, s, t, -1)).squeeze(2)  # (K, S, H)
-        weight, bias = self._trainable[-2:]  # (K, H, 1), (K, 1, 1)
-        out = torch.bmm(summed, weight).squeeze(-1) + bias.reshape(k, 1) * mask.sum(dim=1)
-        return self.target_scale * out
+        x = self._check_features_torch(features)
+        assert x.dim() == 2, "segment returns take one input batch shared by all members"
+        return self.target_scale * stacked_segment_returns(x, mask, self._trainable, workspace)
 
     def set_normalisation(self, features: np.ndarray, rewards: np.ndarray | None = None) -> None:
         """Standardise inputs (and targets, given reward labels) by these label data statistics.

@@ -44,18 +44,18 @@ def test_ensemble_learns_preferences_in_one_batched_forward(monkeypatch):
     env, pairs, labels = _labelled(200, seed=1)
     model = EnsembleRewardModel(env.observation_space, env.action_space, n_members=4, hidden_sizes=(16, 16), seed=0)
     shapes = []
-    original = model.member_rewards_torch
+    original = model.trainable_segment_returns_torch
 
-    def recording(features):
+    def recording(features, mask, workspace=None):
         shapes.append(tuple(features.shape))
-        return original(features)
+        return original(features, mask, workspace)
 
-    monkeypatch.setattr(model, "member_rewards_torch", recording)
+    monkeypatch.setattr(model, "trainable_segment_returns_torch", recording)
     fitter = EnsemblePreferenceFitter(model, epochs=40, batch_size=32, seed=0)
     metrics = fitter.fit(pairs, labels)
     assert metrics["n_labels"] == 200 and metrics["accuracy"] > 0.8
-    # every forward evaluates all K members at once: per-member batches (K, b·2·T, D) or shared (B·2·T, D)
-    assert shapes and all(len(s) == 2 or s[0] == 4 for s in shapes)
+    # every training step evaluates all K members on ONE shared batch of transitions (b·2·T, D)
+    assert shapes and all(len(s) == 2 and s[0] <= 32 * 2 * pairs.segment_length for s in shapes)
     # on fresh pairs the ensemble mean ranks segments like the true reward
     _, test_pairs, _ = _labelled(200, seed=2)
     returns = member_segment_returns(model, test_pairs).mean(axis=0)

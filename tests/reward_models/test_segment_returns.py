@@ -5,6 +5,8 @@ Preference fitting trains through ``trainable_segment_returns_torch`` plus a onc
 ``member_rewards_torch`` over each segment's valid steps.
 """
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from ruagent.data import collect_transitions
 from ruagent.reward_models import ensemble as ensemble_module
 from ruagent.reward_models.ensemble import EnsembleRewardModel
+from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
 
 K, S, T = 3, 6, 5  # members, segments, steps per segment
 
@@ -61,3 +64,59 @@ def test_fixed_part_has_no_gradient_and_is_chunked_without_changing_values(monke
     assert not whole.requires_grad
     monkeypatch.setattr(ensemble_module, "ROWS_PER_CHUNK", 7)  # S·T = 30 rows: 5 chunks, the last one short
     np.testing.assert_allclose(model.fixed_rewards_torch(features).numpy(), whole.numpy(), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the hand-written backward itself
+def _stacked_tensors(sizes, dtype=torch.float64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        tensors.append(torch.randn(K, fan_in, fan_out, generator=generator, dtype=dtype).requires_grad_(True))
+        tensors.append((0.1 * torch.randn(K, 1, fan_out, generator=generator, dtype=dtype)).requires_grad_(True))
+    return tensors
+
+
+def _autograd_returns(x, mask, tensors):
+    """The plain autograd formulation: every step through every layer, then masked sums."""
+    h = x.expand(K, *x.shape)
+    for i in range(0, len(tensors) - 2, 2):
+        h = torch.relu(torch.baddbmm(tensors[i + 1], h, tensors[i]))
+    rewards = torch.baddbmm(tensors[-1], h, tensors[-2]).squeeze(-1)  # (K, S·T)
+    return (rewards.reshape(K, S, T) * mask).sum(dim=-1)
+
+
+@pytest.mark.parametrize("hidden", [(), (4,), (5, 3), (4, 6, 3)])
+def test_stacked_segment_returns_pass_gradcheck(hidden):
+    x = torch.randn(S * T, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mask = _padding_mask().double()
+    tensors = _stacked_tensors((3, *hidden, 1))
+    torch.testing.assert_close(stacked_segment_returns(x, mask, tensors), _autograd_returns(x, mask, tensors))
+    assert torch.autograd.gradcheck(lambda *ts: stacked_segment_returns(x, mask, ts), tensors)
+
+
+def test_workspace_reuse_gives_the_same_gradients_and_never_overwrites_pending_activations():
+    x = torch.randn(S * T, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    mask = _padding_mask().double()
+    tensors = _stacked_tensors((3, 5, 4, 1))
+    weights = torch.randn(K, S, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = torch.autograd.grad((weights * _autograd_returns(x, mask, tensors)).sum(), tensors)
+    workspace = Workspace()
+    for _ in range(2):  # the second step reuses the first step's buffers
+        actual = torch.autograd.grad((weights * stacked_segment_returns(x, mask, tensors, workspace)).sum(), tensors)
+        for e, a in zip(expected, actual):
+            torch.testing.assert_close(a, e)
+    # two forwards before their backwards (e.g. a loss over two batches): the second must not reuse the buffers
+    other_x = x.flip(0).contiguous()
+    first = stacked_segment_returns(x, mask, tensors, workspace)
+    second = stacked_segment_returns(other_x, mask, tensors, workspace)
+    actual = torch.autograd.grad((weights * (first + second)).sum(), tensors)
+    reference = _autograd_returns(x, mask, tensors) + _autograd_returns(other_x, mask, tensors)
+    for e, a in zip(torch.autograd.grad((weights * reference).sum(), tensors), actual):
+        torch.testing.assert_close(a, e)
+
+
+def test_stacked_segment_returns_refuse_a_gradient_for_the_features():
+    x = torch.randn(S * T, 3, dtype=torch.float64, requires_grad=True)
+    returns = stacked_segment_returns(x, _padding_mask().double(), _stacked_tensors((3, 4, 1)))
+    with pytest.raises(NotImplementedError, match="features"):
+        returns.sum().backward()
