@@ -101,6 +101,11 @@ SCHEMA: dict[str, Option] = {
     "labels.labeller": _opt("synthetic", "preferences: who answers (synthetic = the env's true reward)",
                             choices=("synthetic", "human")),
     "labels.segment_length": _opt(25, "preferences: steps per trajectory segment", minimum=1),
+    "labels.initial_fraction": _opt(1.0, "preferences: share of the budget asked before agent training; the rest "
+                                    "is asked from the risk agent's own rollouts while it trains (Christiano et al. "
+                                    "2017)", float, minimum=0.0, maximum=1.0),
+    "labels.update_every": _opt(2048, "preferences asked during training: agent steps between label rounds",
+                                minimum=1),
     # -- the reward posterior
     "reward_model.family": _opt("linear", "posterior family", choices=("ensemble", "linear")),
     "reward_model.n_members": _opt(10, "K, the number of reward hypotheses", minimum=1),

@@ -38,7 +38,8 @@ def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
     Reward labels: ``labels.budget`` transitions of a uniformly random policy, of which
     ``labels.heldout_fraction`` are kept out of fitting (``labels/heldout.npz``, for the
     calibration metrics of evaluate.py). Preferences: the preference-learning loop of
-    :mod:`ruagent.preferences` with ``labels.budget`` queries.
+    :mod:`ruagent.preferences` with ``labels.initial_fraction`` of the ``labels.budget``
+    queries (the rest are asked during agent training, see :func:`train_one_agent`).
     """
     if run.reward_model_path.is_file():
         console.print(f"posterior: reusing {run.reward_model_path}")
@@ -82,13 +83,30 @@ def _fit_on_preferences(config: dict[str, Any], run: RunDir, env: Any, model: An
     labels = config["labels"]
     # the labelling session is autosaved, so --resume after a crash loses no answered query
     model, label_log = learn_reward_from_preferences(
-        env, model, budget=labels["budget"], query=labels["query"], labeller=labels["labeller"],
+        env, model, budget=labels_before_training(labels), query=labels["query"], labeller=labels["labeller"],
         segment_length=labels["segment_length"], seed=config["seed"], progress_bar=config["progress_bar"],
         session=run.labels_path("preferences"),
     )
     rounds = label_log.meta.get("history", [])  # one dict of fit metrics per labelling round
     history = {key: [float(r[key]) for r in rounds if np.isscalar(r.get(key))] for key in (rounds[0] if rounds else {})}
     return {key: values for key, values in history.items() if values}, len(label_log)
+
+
+def labels_before_training(labels: dict[str, Any]) -> int:
+    """Preference labels asked before agent training: ``initial_fraction`` of the budget, at least one."""
+    return max(1, round(labels["initial_fraction"] * labels["budget"]))
+
+
+def labels_during_training(config: dict[str, Any], spec: factory.AgentSpec) -> bool:
+    """Whether ``spec`` is the agent whose rollouts the rest of the preference budget is asked on.
+
+    That is the first agent reading the posterior (the risk agent): it refines the run's one
+    posterior while it trains, and the agents after it train on the refined posterior.
+    """
+    labels = config["labels"]
+    if labels["kind"] != "preferences" or labels_before_training(labels) >= labels["budget"]:
+        return False
+    return spec.name == next(s.name for s in factory.agent_specs(config) if s.mode is not None)
 
 
 def _as_history(history: Any) -> dict[str, list[float]]:
@@ -120,6 +138,24 @@ def import_reward_model(source: str | Path, run: RunDir) -> Path:
 
 
 # ---------------------------------------------------------------------------- agents
+def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any) -> Any:
+    """The callback that asks the rest of the preference budget on the agent's rollouts and refits.
+
+    It continues the run's labelling session (``labels/preferences``), so a resumed run refits
+    on every label answered before the crash and asks only the ones still due.
+    """
+    from ruagent.preferences import PreferenceLearningCallback
+
+    labels = config["labels"]
+    return PreferenceLearningCallback(
+        reward_model, budget=labels["budget"], query=labels["query"], labeller=labels["labeller"],
+        segment_length=labels["segment_length"], update_every=labels["update_every"],
+        initial_fraction=labels_before_training(labels) / labels["budget"],
+        session=run.labels_path("preferences"), seed=config["seed"],
+    )
+
+
+
 def train_agents(config: dict[str, Any], run: RunDir) -> list[str]:
     """Train every agent of the config that has no final model yet; returns the agent names."""
     specs = factory.agent_specs(config)
@@ -156,10 +192,12 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     callbacks = []
     if agent["checkpoint_freq"]:
         callbacks.append(AtomicCheckpointCallback(agent["checkpoint_freq"], run.checkpoint_dir(spec.name)))
+    labelling = None
     if spec.mode is not None:
-        from ruagent import load_reward_model
-
-        reward_model = load_reward_model(reward_model_path)
+        reward_model = venv.reward_model  # the wrapper's posterior: what the agent sees, refitted in place if online
+        if labels_during_training(config, spec):
+            labelling = _preference_callback(config, run, reward_model)
+            callbacks.append(labelling)
         eval_env = factory.make_env(config, config["env"]["deploy_kwargs"])
         callbacks += [
             RewardUncertaintyCallback(reward_model=reward_model),
@@ -173,6 +211,14 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
         console.print(f"agent {spec.name}: {spec.algo} for {remaining} steps on {sees}{risk}")
         model.learn(remaining, callback=callbacks, tb_log_name=spec.name, reset_num_timesteps=checkpoint is None,
                     progress_bar=config["progress_bar"])
+    if labelling is not None:
+        # the refined posterior replaces the up-front one before the agent counts as done (model.zip),
+        # so a run killed in between refits from the saved labelling session instead of losing it
+        if remaining <= 0:
+            labelling.refit_on_session()
+        venv.reward_model.save(run.reward_model_path)
+        console.print(f"posterior: refitted on {labelling.log.n_labels} preference labels "
+                      f"({len(labelling.log)} asked) -> {run.reward_model_path}")
     with atomic_write(final, "wb") as f:
         model.save(f)
     venv.close()

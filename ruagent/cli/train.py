@@ -37,6 +37,7 @@ _FLAG_KEYS = {
     "seed": "seed", "device": "device", "n_envs": "env.n_envs", "vec_env": "env.vec_env", "algo": "agent.algo",
     "env": "env.id", "name": "name", "runs_dir": "runs_dir", "total_timesteps": "agent.total_timesteps",
     "labels": "labels.kind", "budget": "labels.budget", "query": "labels.query", "labeller": "labels.labeller",
+    "initial_fraction": "labels.initial_fraction",
 }
 
 
@@ -64,6 +65,8 @@ def _common_options() -> argparse.ArgumentParser:
     for flag, key in (("--labels", "labels.kind"), ("--query", "labels.query"), ("--labeller", "labels.labeller")):
         labels.add_argument(flag, choices=config_lib.SCHEMA[key].choices, help=_flag_help(key))
     labels.add_argument("--budget", type=int, help=_flag_help("labels.budget"))
+    labels.add_argument("--initial-fraction", type=float, metavar="FRACTION",
+                        help=_flag_help("labels.initial_fraction"))
     group.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run = common.add_argument_group("run folder")
     run.add_argument("--name", help=_flag_help("name"))

@@ -224,7 +224,9 @@ class LinearPreferenceFitter(PreferenceFitter):
                     f"LinearPreferenceFitter needs a BayesianLinearRewardModel (no {name}); got {reward_model!r}"
                 )
         self.posterior: LaplacePosterior | None = None
-        self._absorbed = 0
+        #: how many of the pairs given to ``fit`` (its first ones) the model's posterior already holds;
+        #: ``fit`` adds only the later ones, so no label counts twice
+        self.n_absorbed = 0
 
     def _basis(self, segments: _SegmentArrays) -> np.ndarray:
         """φ of every step: (*lead, T, P) float64, zero on padded steps."""
@@ -257,8 +259,11 @@ class LinearPreferenceFitter(PreferenceFitter):
         d = sums[:, 0] - sums[:, 1]
         posterior = self._ensure_posterior(d.shape[1])
         # the posterior keeps the pairs it absorbed; only the new ones are added
-        posterior.update(d[self._absorbed :], labels[self._absorbed :])
-        self._absorbed = len(pairs)
+        if self.n_absorbed > len(pairs):
+            raise ValueError(f"the posterior already holds {self.n_absorbed} labels but fit got {len(pairs)} pairs; "
+                             "pass every label so far, in the order they were asked")
+        posterior.update(d[self.n_absorbed :], labels[self.n_absorbed :])
+        self.n_absorbed = len(pairs)
         self.reward_model.set_posterior(posterior.mean, posterior.precision)
         obs, actions, next_obs = pairs.flat_transitions()
         valid_rows = pairs.mask.reshape(-1)

@@ -54,6 +54,11 @@ class PreferenceLearningCallback(BaseCallback):
     :param session: a :class:`LabelLog` or a path (resumed if it exists, autosaved).
     :param record_frames: keep ``render()`` frames for a human labeller (envs must render).
     :param fitter_kwargs: passed to the fitter (e.g. ``epochs`` for the ensemble).
+    :param labels_in_posterior: linear posteriors: how many of the session's first answered
+        labels ``reward_model`` already holds (a Laplace update adds only the others). None: those
+        asked before training (timestep −1), as after
+        :func:`~ruagent.preferences.learn.learn_reward_from_preferences` on the same model.
+        Ensembles refit on all labels and ignore it.
     :param seed: seeds candidate pairs, tie-breaks and the synthetic labeller.
     """
 
@@ -74,6 +79,7 @@ class PreferenceLearningCallback(BaseCallback):
         session: str | os.PathLike | LabelLog | None = None,
         record_frames: bool = False,
         fitter_kwargs: dict[str, Any] | None = None,
+        labels_in_posterior: int | None = None,
         seed: int | None = None,
         verbose: int = 0,
     ) -> None:
@@ -99,6 +105,14 @@ class PreferenceLearningCallback(BaseCallback):
             self.log = LabelLog.load(session)
         else:
             self.log = LabelLog(autosave=session, meta={"budget": budget, "query": str(query)})
+        if hasattr(self.fitter, "n_absorbed"):
+            # a Bayesian update must not count a label twice: the labels asked before training (timestep -1,
+            # e.g. by learn_reward_from_preferences on this model) are already in its posterior
+            self.fitter.n_absorbed = (
+                int(np.sum((self.log.timesteps < 0) & np.isfinite(self.log.labels)))
+                if labels_in_posterior is None
+                else int(labels_in_posterior)
+            )
         self._pool: collections.deque[Segments] = collections.deque(maxlen=int(pool_size))
         self._recorder: SegmentRecorder | None = None
         self.schedule: LabelSchedule | None = None
@@ -159,6 +173,14 @@ class PreferenceLearningCallback(BaseCallback):
         self.log.ask(self.labeller, SegmentPairs.from_segments(pool, chosen), self.query.name, self.num_timesteps)
         self._fit()
         return len(chosen)
+
+    def refit_on_session(self) -> dict[str, float]:
+        """Fit the posterior on every label of the session, outside training (e.g. a resumed run with no steps left)."""
+        if not self.log.n_labels:
+            return {}
+        metrics = self.fitter.fit(*self.log.labelled())
+        self._fitted_on = len(self.log)
+        return metrics
 
     def _fit(self) -> None:
         metrics = self.fitter.fit(*self.log.labelled())

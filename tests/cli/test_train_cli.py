@@ -163,6 +163,39 @@ def test_fit_reward_once_then_train_sb3_agents_on_any_gym_env(tmp_path):
     assert not (run / "eval.json").exists()  # the agent stage does not evaluate
 
 
+def test_preferences_asked_during_training_refine_the_saved_posterior(tmp_path):
+    """Christiano et al.'s schedule: half the budget before training, half from the risk agent's rollouts."""
+    import numpy as np
+
+    from ruagent import load_reward_model
+    from ruagent.cli import factory
+    from ruagent.cli.run_dir import RunDir
+    from ruagent.preferences.fit import LinearPreferenceFitter
+    from ruagent.preferences.session import LabelLog
+
+    result = train("--name", "online", "--no-progress", "--labels", "preferences", "--budget", "12",
+                   "--initial-fraction", "0.5", "--set", "labels.segment_length=10", "labels.update_every=128",
+                   *TINY[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fitted on 6 preference labels" in result.stderr
+    assert "refitted on 12 preference labels (12 asked)" in result.stderr
+    run = RunDir(tmp_path / "runs/online")
+    log = LabelLog.load(run.labels_path("preferences"))
+    assert len(log) == 12 and np.sum(log.timesteps < 0) == 6  # 6 before training
+    assert np.all(log.timesteps[6:] > 0) and np.all(log.timesteps[6:] <= 512)  # 6 during the risk agent's run
+    # the saved posterior holds all 12: the up-front fit on 6, then the 6 from training on top
+    config = run.read_config()
+    env = factory.make_env(config, config["env"]["label_kwargs"])
+    pairs, labels = log.labelled()
+    reference = factory.make_reward_model(config, env, "cpu")
+    LinearPreferenceFitter(reference).fit(pairs[np.arange(6)], labels[:6])
+    fitter = LinearPreferenceFitter(reference)
+    fitter.n_absorbed = 6
+    fitter.fit(pairs, labels)
+    saved = load_reward_model(run.reward_model_path, env=env)
+    np.testing.assert_allclose(saved.posterior_precision, reference.posterior_precision, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------- crash and resume
 def test_resume_after_sigkill_continues_from_the_checkpoint_to_the_same_total(tmp_path):
     total, n_steps, n_envs = 3000, 32, 4

@@ -62,3 +62,38 @@ def test_resumed_session_counts_toward_the_budget(tmp_path):
     PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0).learn(128, callback=second)
     assert len(second.log) == 12  # nothing more to ask
     np.testing.assert_allclose(model2.posterior_mean, model.posterior_mean)  # refitted on the resumed labels
+
+
+def test_labels_asked_before_training_are_not_counted_twice_by_the_linear_posterior(tmp_path):
+    from ruagent.preferences.fit import LinearPreferenceFitter
+    from ruagent.preferences.learn import learn_reward_from_preferences
+
+    env = LinearRewardWalk(horizon=20)
+
+    def fresh_model():
+        space = env.observation_space
+        return BayesianLinearRewardModel(space, env.action_space, n_members=2, features=next_obs_features)
+
+    model = fresh_model()
+    learn_reward_from_preferences(env, model, budget=10, segment_length=5, session=tmp_path / "l.npz", seed=0,
+                                  progress_bar=False)
+    callback = PreferenceLearningCallback(model, budget=20, segment_length=5, update_every=64,
+                                          initial_fraction=0.5, session=tmp_path / "l.npz", seed=0)
+    PPO("MlpPolicy", RewardUncertaintyWrapper(Monitor(env), model), n_steps=64, batch_size=64, n_epochs=1,
+        seed=0).learn(256, callback=callback)
+    log = LabelLog.load(tmp_path / "l.npz")
+    assert len(log) == 20 and np.sum(log.timesteps < 0) == 10 and log.timesteps.max() > 0
+    pairs, labels = log.labelled()
+    # the reference: the up-front Laplace posterior (first 10 labels) as the prior of the last 10
+    reference = fresh_model()
+    LinearPreferenceFitter(reference).fit(pairs[np.arange(10)], labels[:10])
+    fitter = LinearPreferenceFitter(reference)
+    fitter.n_absorbed = 10
+    fitter.fit(pairs, labels)
+    np.testing.assert_allclose(model.posterior_precision, reference.posterior_precision, rtol=1e-5)
+    np.testing.assert_allclose(model.posterior_mean, reference.posterior_mean, rtol=1e-4, atol=1e-6)
+    # counting the first 10 twice gives a visibly tighter posterior: the check above can tell
+    doubled = fresh_model()
+    LinearPreferenceFitter(doubled).fit(pairs[np.arange(10)], labels[:10])
+    LinearPreferenceFitter(doubled).fit(pairs, labels)
+    assert not np.allclose(doubled.posterior_precision, model.posterior_precision, rtol=1e-2)
