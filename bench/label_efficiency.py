@@ -13,10 +13,15 @@ Envs: LavaWorld (train map without lava -> test map with lava; Bayesian linear m
 IRD's terrain features, active = expected information gain under the Laplace posterior)
 and CartPole-v1 (ensemble of 5 MLPs on transitions, active = ensemble disagreement).
 
+``--schedule online`` asks only a quarter of the budget in step 1 and the rest from the
+agent's own rollouts in the deployment variant while it trains (Christiano et al. 2017;
+:class:`ruagent.preferences.PreferenceLearningCallback`, a round every 1/8 of training).
+
 Output: ``--out`` folder with ``label_efficiency.json`` (every run) and
 ``label_efficiency.png`` (mean and 95% t-interval over seeds). Last line: JSON summary.
+``--merge A.json B.json ...`` combines runs made in separate processes (e.g. one per core).
 
-    python bench/label_efficiency.py            # 25..400 labels, 5 seeds: hours on 2 cores
+    python bench/label_efficiency.py            # 25..400 labels, 5 seeds, both envs: ~1 h on one core
     python bench/label_efficiency.py --quick    # 25 and 100 labels, 2 seeds, short training
 """
 
@@ -41,10 +46,14 @@ import ruagent  # noqa: F401  (registers the testbeds)
 from ruagent.agents import RiskPPO
 from ruagent.io import atomic_write, atomic_write_text
 from ruagent.preferences.learn import learn_reward_from_preferences
+from ruagent.preferences.online import PreferenceLearningCallback
+from ruagent.preferences.session import LabelLog
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.reward_models.linear import BayesianLinearRewardModel
 from ruagent.wrappers import RewardUncertaintyWrapper
 
+#: share of the budget asked before training with ``--schedule online`` (Christiano et al. 2017 ask some up front)
+ONLINE_INITIAL_FRACTION = 0.25
 ENVS = {
     "LavaWorld": {
         "label_env": "ruagent/LavaWorld-train-v0",
@@ -74,23 +83,36 @@ def make_reward_model(family: str, env: gym.Env, seed: int):
 
 
 def run_one(
-    name: str, budget: int, query: str, seed: int, quick: bool, standardise: bool = False, temperature: float = 1.0
+    name: str,
+    budget: int,
+    query: str,
+    seed: int,
+    quick: bool,
+    standardise: bool = False,
+    temperature: float = 1.0,
+    schedule: str = "upfront",
 ) -> dict:
     spec = ENVS[name]
     start = time.perf_counter()
     label_env = gym.make(spec["label_env"])
     reward_model = make_reward_model(spec["family"], label_env, seed)
+    fitter_kwargs = {"epochs": 50} if spec["family"] == "ensemble" else None
+    # online: a quarter of the budget before training, the rest from the agent's own rollouts
+    upfront = budget if schedule == "upfront" else max(1, round(ONLINE_INITIAL_FRACTION * budget))
+    session = LabelLog()
     reward_model, log = learn_reward_from_preferences(
         label_env,
         reward_model,
-        budget=budget,
+        budget=upfront,
         query=query,
         segment_length=spec["segment_length"],
         temperature=temperature,
+        session=session,
         seed=seed,
         progress_bar=False,
-        fitter_kwargs={"epochs": 50} if spec["family"] == "ensemble" else None,
+        fitter_kwargs=fitter_kwargs,
     )
+    history = list(log.meta["history"])
     deploy = DummyVecEnv(
         [
             lambda: RewardUncertaintyWrapper(Monitor(gym.make(spec["deploy_env"])), reward_model, mode="mean")
@@ -110,16 +132,34 @@ def run_one(
         seed=seed,
         device="cpu",
     )
-    agent.learn(spec["timesteps"][1 if quick else 0])
+    timesteps = spec["timesteps"][1 if quick else 0]
+    callback = None
+    if schedule == "online":
+        callback = PreferenceLearningCallback(
+            reward_model,
+            budget=budget,
+            query=query,
+            segment_length=spec["segment_length"],
+            update_every=timesteps // 8,
+            initial_fraction=upfront / budget,
+            temperature=temperature,
+            session=session,
+            fitter_kwargs=fitter_kwargs,
+            seed=seed,
+        )
+    agent.learn(timesteps, callback=callback)
+    if callback is not None and callback.last_metrics:
+        history.append(callback.last_metrics)
     eval_env = Monitor(gym.make(spec["deploy_env"]))
     returns, _ = evaluate_policy(agent, eval_env, n_eval_episodes=20, deterministic=True, return_episode_rewards=True)
     return {
         "env": name,
         "budget": budget,
         "query": query,
+        "schedule": schedule,
         "seed": seed,
-        "labels": log.n_labels,
-        "fit_accuracy": log.meta["history"][-1]["accuracy"],
+        "labels": session.n_labels,
+        "fit_accuracy": history[-1]["accuracy"],
         "true_return": float(np.mean(returns)),
         "standardise": standardise,
         "temperature": temperature,
@@ -146,12 +186,12 @@ def plot(results: list[dict], path: Path) -> None:
     names = sorted({r["env"] for r in results})
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for query in sorted({r["query"] for r in results if r["env"] == name}):
-            rows = [r for r in results if r["env"] == name and r["query"] == query]
+        for arm in sorted({r["arm"] for r in results if r["env"] == name}):
+            rows = [r for r in results if r["env"] == name and r["arm"] == arm]
             budgets = sorted({r["budget"] for r in rows})
             stats = [interval([r["true_return"] for r in rows if r["budget"] == b]) for b in budgets]
             means, lows, highs = (np.array(column) for column in zip(*stats))
-            ax.plot(budgets, means, marker="o", label=query)
+            ax.plot(budgets, means, marker="o", label=arm)
             ax.fill_between(budgets, lows, highs, alpha=0.2)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("preference labels")
@@ -177,8 +217,22 @@ def main() -> None:
     parser.add_argument(
         "--standardise", action="store_true", help="RiskPPO standardise_rewards: members in label-data units"
     )
+    parser.add_argument(
+        "--schedule",
+        choices=("upfront", "online"),
+        default="upfront",
+        help="all labels before training, or a quarter before and the rest from the agent's rollouts",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", metavar="JSON", help="no runs: combine earlier label_efficiency.json files"
+    )
     args = parser.parse_args()
+    if args.merge:
+        results = [row for path in args.merge for row in json.loads(path.read_text())]
+        atomic_write_text(args.out / "label_efficiency.json", json.dumps(results, indent=1))
+        summarise(results, args.out)
+        return
     torch.set_num_threads(args.threads)
     budgets = args.budgets or ([25, 100] if args.quick else [25, 50, 100, 200, 400])
     n_seeds = args.seeds or (2 if args.quick else 5)
@@ -192,39 +246,51 @@ def main() -> None:
     print(f"{len(runs)} runs ({'quick' if args.quick else 'full'}), load average {os.getloadavg()[0]:.1f}")
     results = []
     for name, budget, query, seed in tqdm(runs, desc="label efficiency"):
-        results.append(
-            run_one(name, budget, query, seed, args.quick, standardise=args.standardise, temperature=args.temperature)
+        row = run_one(
+            name,
+            budget,
+            query,
+            seed,
+            args.quick,
+            standardise=args.standardise,
+            temperature=args.temperature,
+            schedule=args.schedule,
         )
+        results.append({**row, "quick": args.quick})
         tqdm.write(json.dumps(results[-1]))
         atomic_write_text(args.out / "label_efficiency.json", json.dumps(results, indent=1))
-    plot(results, args.out / "label_efficiency.png")
+    summarise(results, args.out)
+
+
+def _arm(row: dict) -> str:
+    """The curve a run belongs to: its query strategy, and the schedule when labels were asked during training."""
+    schedule = row.get("schedule", "upfront")
+    return row["query"] if schedule == "upfront" else f"{row['query']} ({schedule})"
+
+
+def summarise(results: list[dict], out: Path) -> None:
+    """Print mean and 95% interval per env, arm and budget; plot; last line JSON."""
+    for row in results:
+        row["arm"] = _arm(row)
+    plot(results, out / "label_efficiency.png")
     summary: dict = {}
-    for name in args.envs:
-        for query in ("random", ENVS[name]["active"]):
-            for budget in budgets:
-                values = [
-                    r["true_return"] for r in results if (r["env"], r["query"], r["budget"]) == (name, query, budget)
-                ]
+    for name in sorted({r["env"] for r in results}):
+        rows = [r for r in results if r["env"] == name]
+        for arm in sorted({r["arm"] for r in rows}):
+            for budget in sorted({r["budget"] for r in rows if r["arm"] == arm}):
+                values = [r["true_return"] for r in rows if (r["arm"], r["budget"]) == (arm, budget)]
                 mean, low, high = interval(values)
-                summary.setdefault(name, {}).setdefault(query, {})[budget] = [
+                summary.setdefault(name, {}).setdefault(arm, {})[budget] = [
                     round(mean, 3),
                     round(low, 3),
                     round(high, 3),
                 ]
                 print(
-                    f"{name:10s} {query:13s} {budget:4d} labels: true return {mean:7.3f}  95% [{low:.3f}, {high:.3f}]"
+                    f"{name:10s} {arm:22s} {budget:4d} labels: true return {mean:7.3f}  95% [{low:.3f}, {high:.3f}]"
+                    f"  ({len(values)} seeds)"
                 )
-    print(
-        json.dumps(
-            {
-                "quick": args.quick,
-                "seeds": n_seeds,
-                "standardise": args.standardise,
-                "temperature": args.temperature,
-                "true_return_mean_ci": summary,
-            }
-        )
-    )
+    settings = {key: sorted({str(r.get(key)) for r in results}) for key in ("standardise", "temperature", "quick")}
+    print(json.dumps({**settings, "true_return_mean_ci": summary}))
 
 
 if __name__ == "__main__":

@@ -202,10 +202,14 @@ class EnsemblePreferenceFitter(PreferenceFitter):
     def _metrics(self, returns: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Loss and agreement of the fitted members' returns (K, B, 2) with the labels (B,)."""
         loss = bradley_terry_loss(returns, y, self.label_noise, self.temperature)  # (K,)
-        probs = torch.as_tensor(self.reward_model.member_probs, dtype=returns.dtype)
+        probs = torch.as_tensor(self.reward_model.member_probs, dtype=returns.dtype, device=returns.device)
         mean_returns = torch.einsum("k,kbs->bs", probs, returns)
-        delta = (mean_returns[:, 0] - mean_returns[:, 1]).numpy()
-        return {"loss": float(probs @ loss), "accuracy": _agreement(delta, y.numpy()), "n_labels": int(y.shape[0])}
+        delta = (mean_returns[:, 0] - mean_returns[:, 1]).cpu().numpy()
+        return {
+            "loss": float(probs @ loss),
+            "accuracy": _agreement(delta, y.cpu().numpy()),
+            "n_labels": int(y.shape[0]),
+        }
 
 
 class LinearPreferenceFitter(PreferenceFitter):

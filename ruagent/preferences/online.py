@@ -118,6 +118,8 @@ class PreferenceLearningCallback(BaseCallback):
         self.schedule: LabelSchedule | None = None
         self._last_update = 0
         self._fitted_on = -1
+        #: the metrics of the latest fit (loss, accuracy, n_labels); empty before the first
+        self.last_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ SB3 hooks
     def _on_training_start(self) -> None:
@@ -178,12 +180,12 @@ class PreferenceLearningCallback(BaseCallback):
         """Fit the posterior on every label of the session, outside training (e.g. a resumed run with no steps left)."""
         if not self.log.n_labels:
             return {}
-        metrics = self.fitter.fit(*self.log.labelled())
+        metrics = self.last_metrics = self.fitter.fit(*self.log.labelled())
         self._fitted_on = len(self.log)
         return metrics
 
     def _fit(self) -> None:
-        metrics = self.fitter.fit(*self.log.labelled())
+        metrics = self.last_metrics = self.fitter.fit(*self.log.labelled())
         self._fitted_on = len(self.log)
         self.logger.record("preferences/labels", self.log.n_labels)
         self.logger.record("preferences/asked", len(self.log))

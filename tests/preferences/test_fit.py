@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from ruagent.preferences.fit import EnsemblePreferenceFitter, LinearPreferenceFitter, make_fitter
 from ruagent.preferences.labellers import SyntheticLabeller
@@ -85,3 +86,18 @@ def test_preferences_refine_a_regression_fitted_ensemble_without_renormalising()
     loc, scale = model.input_loc.clone(), model.input_scale.clone()
     EnsemblePreferenceFitter(model, epochs=2, seed=0).fit(pairs, labels)
     assert (model.input_loc == loc).all() and (model.input_scale == scale).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ensemble_learns_preferences_on_cuda():
+    env, pairs, labels = _labelled(200, seed=1)
+    model = EnsembleRewardModel(
+        env.observation_space, env.action_space, n_members=4, hidden_sizes=(16, 16), device="cuda", seed=0
+    )
+    metrics = EnsemblePreferenceFitter(model, epochs=40, batch_size=32, seed=0).fit(pairs, labels)
+    assert metrics["n_labels"] == 200 and metrics["accuracy"] > 0.8
+    assert all(p.is_cuda for p in model.parameters())
+    _, test_pairs, _ = _labelled(200, seed=2)
+    returns = member_segment_returns(model, test_pairs).mean(axis=0)  # prediction runs on CPU copies
+    truth = test_pairs.env_returns()
+    assert np.mean(np.sign(returns[:, 0] - returns[:, 1]) == np.sign(truth[:, 0] - truth[:, 1])) > 0.85

@@ -120,3 +120,19 @@ def test_stacked_segment_returns_refuse_a_gradient_for_the_features():
     returns = stacked_segment_returns(x, _padding_mask().double(), _stacked_tensors((3, 4, 1)))
     with pytest.raises(NotImplementedError, match="features"):
         returns.sum().backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_segment_returns_and_gradients_on_cuda_match_the_cpu():
+    x = torch.randn(S * T, 3, generator=torch.Generator().manual_seed(4))
+    mask = _padding_mask()
+    tensors = _stacked_tensors((3, 8, 8, 1), dtype=torch.float32)
+    weights = torch.randn(K, S, generator=torch.Generator().manual_seed(5))
+    expected = torch.autograd.grad((weights * stacked_segment_returns(x, mask, tensors)).sum(), tensors)
+    on_gpu = [t.detach().cuda().requires_grad_(True) for t in tensors]
+    workspace = Workspace()
+    for _ in range(2):  # the second step reuses device buffers
+        returns = stacked_segment_returns(x.cuda(), mask.cuda(), on_gpu, workspace)
+        actual = torch.autograd.grad((weights.cuda() * returns).sum(), on_gpu)
+        for e, a in zip(expected, actual):
+            torch.testing.assert_close(a.cpu(), e, rtol=1e-4, atol=1e-5)
