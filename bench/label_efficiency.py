@@ -289,8 +289,37 @@ def summarise(results: list[dict], out: Path) -> None:
                     f"{name:10s} {arm:22s} {budget:4d} labels: true return {mean:7.3f}  95% [{low:.3f}, {high:.3f}]"
                     f"  ({len(values)} seeds)"
                 )
+    gains = active_gains(results)
     settings = {key: sorted({str(r.get(key)) for r in results}) for key in ("standardise", "temperature", "quick")}
-    print(json.dumps({**settings, "true_return_mean_ci": summary}))
+    print(json.dumps({**settings, "true_return_mean_ci": summary, "active_minus_random_all_budgets": gains}))
+
+
+def active_gains(results: list[dict]) -> dict:
+    """Per env and schedule: mean true return of active minus random queries over ALL budgets and seeds,
+    with a 95% percentile bootstrap interval (runs resampled within each arm). Printed and returned."""
+    gains: dict = {}
+    for name in sorted({r["env"] for r in results}):
+        for schedule in sorted({r.get("schedule", "upfront") for r in results if r["env"] == name}):
+            rows = [r for r in results if r["env"] == name and r.get("schedule", "upfront") == schedule]
+            random_arm = np.array([r["true_return"] for r in rows if r["query"] == "random"])
+            active_arm = np.array([r["true_return"] for r in rows if r["query"] == ENVS[name]["active"]])
+            if len(random_arm) < 2 or len(active_arm) < 2:
+                continue
+            result = scipy.stats.bootstrap(
+                (active_arm, random_arm),
+                lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis),
+                n_resamples=10_000,
+                method="percentile",
+                rng=np.random.default_rng(0),
+            )
+            low, high = result.confidence_interval
+            difference = float(active_arm.mean() - random_arm.mean())
+            gains.setdefault(name, {})[schedule] = [round(difference, 3), round(float(low), 3), round(float(high), 3)]
+            print(
+                f"{name:10s} {schedule:8s} {ENVS[name]['active']} - random, all budgets: {difference:+.3f} "
+                f"95% [{low:+.3f}, {high:+.3f}]  ({len(active_arm)} vs {len(random_arm)} runs)"
+            )
+    return gains
 
 
 if __name__ == "__main__":

@@ -280,6 +280,16 @@ def _check_overridden_risk_parameters(config: Mapping[str, Any], overridden: Ite
             )
 
 
+def _check_overridden_preference_schedule(config: Mapping[str, Any], overridden: Iterable[str]) -> None:
+    """The labelling schedule applies to preferences only; asking it of reward labels is a mistake."""
+    for key in ("labels.initial_fraction", "labels.update_every"):
+        if key in overridden and config["labels"]["kind"] != "preferences":
+            raise ConfigError(
+                f"{key} schedules preference labels, but labels.kind={config['labels']['kind']!r} gathers every "
+                "label before training; add --labels preferences or remove it"
+            )
+
+
 # ---------------------------------------------------------------------------- overrides and files
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"agent.alpha=0.1"`` into ``("agent.alpha", 0.1)``; the value is parsed by yaml.safe_load."""
@@ -340,7 +350,9 @@ def resolve(config_file: str | Path | None = None, overrides: Iterable[str] = ()
     base = load_config_file(config_file if config_file is not None else DEFAULT_PRESET)
     overrides = list(overrides)
     config = validate(apply_overrides(validate(base), overrides))
-    _check_overridden_risk_parameters(config, {parse_override(text)[0] for text in overrides})
+    overridden = {parse_override(text)[0] for text in overrides}
+    _check_overridden_risk_parameters(config, overridden)
+    _check_overridden_preference_schedule(config, overridden)
     return config
 
 

@@ -90,6 +90,7 @@ def test_bad_config_key_fails_with_status_2_as_a_subprocess(tmp_path):
         (["--algo", "dqn", "--env", "Pendulum-v1", "--set", "env.label_kwargs={}", "env.deploy_kwargs={}",
           "reward_model.features=transition"], ["dqn", "Discrete"]),
         (["--algo", "ppo", "--set", "agent.risk=entropic"], ["entropic", "riskppo"]),
+        (["--initial-fraction", "0.5"], ["labels.initial_fraction", "--labels preferences"]),
         (["agent"], ["--reward-model"]),
         (["--resume", "runs/none", "--seed", "3"], ["--resume takes its config"]),
     ],
