@@ -229,6 +229,43 @@ def test_resume_after_sigkill_continues_from_the_checkpoint_to_the_same_total(tm
     assert json.loads((tmp_path / "runs/crash/run.json").read_text())["status"] == "finished"
 
 
+def test_resume_keeps_the_preferences_asked_during_training_before_the_kill(tmp_path):
+    import numpy as np
+
+    from ruagent.preferences.session import LabelLog
+
+    total, n_steps, n_envs, budget = 3000, 32, 4, 20
+    args = ["--name", "crash", "--no-progress", "--labels", "preferences", "--budget", str(budget),
+            "--initial-fraction", "0.25", "--set", "labels.segment_length=10", "labels.update_every=256",
+            f"agent.total_timesteps={total}", f"agent.hyperparams={{n_steps: {n_steps}, n_epochs: 2}}",
+            f"env.n_envs={n_envs}", "agent.checkpoint_freq=256", "baselines=[]", "eval.enabled=false"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    process = subprocess.Popen([*TRAIN, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    session = tmp_path / "runs/crash/labels/preferences.npz"
+    deadline = time.monotonic() + 120
+    try:  # kill once labels from the agent's rollouts are saved, well before the end of training
+        while not (session.is_file() and np.any(LabelLog.load(session, autosave=False).timesteps > 0)):
+            assert process.poll() is None, "training ended before it could be killed; raise the budget"
+            assert time.monotonic() < deadline, "no label asked during training within 120 s"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    before = LabelLog.load(session, autosave=False)
+    assert len(before) < budget and not (tmp_path / "runs/crash/agents/risk/model.zip").exists()
+
+    resumed = train("--resume", "runs/crash", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    after = LabelLog.load(session, autosave=False)
+    assert len(after) == budget and f"refitted on {budget} preference labels" in resumed.stderr
+    n = len(before)  # every answer given before the kill is still there, unchanged, and not asked again
+    np.testing.assert_array_equal(after.labels[:n], before.labels)
+    np.testing.assert_array_equal(after.timesteps[:n], before.timesteps)
+    np.testing.assert_array_equal(after.pairs.obs[:n], before.pairs.obs)
+    assert np.all(after.timesteps[n:] >= before.timesteps.max())
+
+
 # ---------------------------------------------------------------------------- the real default
 @pytest.mark.slow
 def test_full_default_run_avoids_lava_where_the_mean_agent_does_not(tmp_path):
