@@ -13,6 +13,7 @@ Each stage skips what a previous (possibly killed) attempt finished, which is wh
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,6 @@ def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any)
     )
 
 
-
 def train_agents(config: dict[str, Any], run: RunDir) -> list[str]:
     """Train every agent of the config that has no final model yet; returns the agent names."""
     specs = factory.agent_specs(config)
@@ -171,7 +171,11 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     and the remaining steps, so the total equals an uninterrupted run's.
     """
     final = run.model_path(spec.name)
+    # a posterior refitted during training is committed in two steps around model.zip (see below)
+    refitted = run.reward_model_path.with_name("reward_model.refitted.pt")
     if final.is_file():
+        if refitted.is_file():  # killed between model.zip and the rename: finish the commit
+            os.replace(refitted, run.reward_model_path)
         console.print(f"agent {spec.name}: done already ({final})")
         return final
     from ruagent.callbacks import GoodhartEvalCallback, RewardUncertaintyCallback
@@ -212,15 +216,18 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
         model.learn(remaining, callback=callbacks, tb_log_name=spec.name, reset_num_timesteps=checkpoint is None,
                     progress_bar=config["progress_bar"])
     if labelling is not None:
-        # the refined posterior replaces the up-front one before the agent counts as done (model.zip),
-        # so a run killed in between refits from the saved labelling session instead of losing it
-        if remaining <= 0:
+        if remaining <= 0:  # resumed after the last step: the wrapper holds the up-front posterior
             labelling.refit_on_session()
-        venv.reward_model.save(run.reward_model_path)
-        console.print(f"posterior: refitted on {labelling.log.n_labels} preference labels "
-                      f"({len(labelling.log)} asked) -> {run.reward_model_path}")
+        # reward_model.pt must stay the up-front posterior until model.zip exists (a resume refits it
+        # from the session, and a Laplace posterior must not absorb the same labels twice): save the
+        # refitted one beside it, and rename it over reward_model.pt once the agent counts as done
+        venv.reward_model.save(refitted)
     with atomic_write(final, "wb") as f:
         model.save(f)
+    if labelling is not None:
+        os.replace(refitted, run.reward_model_path)
+        console.print(f"posterior: refitted on {labelling.log.n_labels} preference labels "
+                      f"({len(labelling.log)} asked) -> {run.reward_model_path}")
     venv.close()
     console.print(f"agent {spec.name}: {model.num_timesteps} steps -> {final}")
     return final

@@ -195,6 +195,18 @@ def test_preferences_asked_during_training_refine_the_saved_posterior(tmp_path):
     fitter.fit(pairs, labels)
     saved = load_reward_model(run.reward_model_path, env=env)
     np.testing.assert_allclose(saved.posterior_precision, reference.posterior_precision, rtol=1e-5)
+    assert not (run.path / "reward_model.refitted.pt").exists()
+
+    # a kill between the agent's model.zip and the rename of the refitted posterior: resuming finishes the commit
+    from ruagent.cli import stages
+
+    refitted_bytes = run.reward_model_path.read_bytes()
+    (run.path / "reward_model.refitted.pt").write_bytes(refitted_bytes)
+    factory.make_reward_model(config, env, "cpu").save(run.reward_model_path)  # the state before the rename
+    spec = next(s for s in factory.agent_specs(config) if s.name == "risk")
+    stages.train_one_agent(config, run, spec)  # done already: only completes the commit
+    assert run.reward_model_path.read_bytes() == refitted_bytes
+    assert not (run.path / "reward_model.refitted.pt").exists()
 
 
 # ---------------------------------------------------------------------------- crash and resume
