@@ -324,14 +324,13 @@ class EnsembleRewardModel(FeatureRewardModel):
         if n_rows >= TORCH_MIN_BATCH:
             with torch.inference_mode():
                 tensors = [torch.from_numpy(a) for a in layers]
-                h = torch.addmm(tensors[1], torch.from_numpy(features), tensors[0])
-                h = torch.relu(h) if has_hidden else h
-                h = h.reshape(n_rows, 2 * k, -1).transpose(0, 1)
-                for i in range(2, len(tensors), 2):
-                    h = torch.baddbmm(tensors[i + 1], h, tensors[i])
-                    if i < len(tensors) - 2:
-                        h = torch.relu(h)
-                out = h[..., 0].numpy()
+                x = torch.from_numpy(features)
+                # chunks of rows whose (2K, rows, H) activations stay in cache (large batches: query scoring)
+                chunks = [
+                    self._torch_forward(x[i : i + ROWS_PER_CHUNK], tensors, 2 * k, has_hidden)
+                    for i in range(0, n_rows, ROWS_PER_CHUNK)
+                ]
+                out = torch.cat(chunks, dim=1).numpy()
         else:
             h = features @ layers[0]
             h += layers[1]
@@ -345,6 +344,19 @@ class EnsembleRewardModel(FeatureRewardModel):
                     np.maximum(h, 0.0, out=h)
             out = h[..., 0]
         return out[:k] + out[k:]
+
+    @staticmethod
+    def _torch_forward(x: torch.Tensor, tensors: Sequence[torch.Tensor], two_k: int, has_hidden: bool) -> torch.Tensor:
+        """Folded forward of the 2K member nets on raw features (B, D) -> (2K, B) (trainable members first)."""
+        n_rows = x.shape[0]
+        h = torch.addmm(tensors[1], x, tensors[0])
+        h = torch.relu(h) if has_hidden else h
+        h = h.reshape(n_rows, two_k, -1).transpose(0, 1)
+        for i in range(2, len(tensors), 2):
+            h = torch.baddbmm(tensors[i + 1], h, tensors[i])
+            if i < len(tensors) - 2:
+                h = torch.relu(h)
+        return h[..., 0]
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
