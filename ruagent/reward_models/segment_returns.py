@@ -16,10 +16,11 @@ Here the forward keeps only the post-ReLU activations, written into a reusable
 * each hidden layer's gradient is one ``bmm`` into the workspace and one in-place
   ``threshold_backward``; weight gradients are ``bmm``s of the saved activations.
 
-Measured (K=5, 64 pairs of 25-step segments per step, 2 threads): 2–3x the steps/s of the
-autograd formulation at widths (32, 32) and (64, 64) (``bench/preferences.py`` reports the
-fitter's figure against it). ``tests/reward_models/test_segment_returns.py`` checks it
-against autograd and with ``gradcheck``.
+Measured on 2 CPU threads (K=5, minibatches of 64 pairs of 25-step segments): a training
+step alone 2–3x as fast as the autograd formulation; whole fits 1.3–2.2x the pairs/s of the
+same fitter with autograd segment returns (``bench/preferences.py``, same run; numbers in
+docs/preferences.md). ``tests/reward_models/test_segment_returns.py`` checks it against
+autograd and with ``gradcheck``.
 """
 
 from __future__ import annotations
