@@ -78,7 +78,8 @@ class RiskPPO(PPO):
         linearly from the mean (risk-neutral) to the target; 0 uses the target throughout.
     :param standardise_rewards: map member rewards to (r_k − loc_k)/scale_k with the reward
         model's label-data statistics (``reward_loc``/``reward_scale``), so constant offsets
-        between members carry no risk signal.
+        between members carry no risk signal; read again at every rollout, so a posterior
+        refitted during training is standardised by its own statistics.
     :param objective_estimate: how J_k is estimated from a rollout: ``"return"`` (default),
         the mean TD(λ) return R_k over episode-start states, or ``"value"``, the mean critic
         value V_k there (over all states when no episode starts in the rollout). See
@@ -183,6 +184,14 @@ class RiskPPO(PPO):
             self.reward_loc = np.asarray(model.reward_loc, dtype=np.float64).tolist()
             self.reward_scale = np.asarray(model.reward_scale, dtype=np.float64).tolist()
 
+    def _refresh_label_statistics(self, env: VecEnv) -> None:
+        """Take the reward model's current label statistics: a posterior refitted during training
+        (e.g. by :class:`~ruagent.preferences.PreferenceLearningCallback`) has new ones."""
+        model = find_reward_model(env)
+        if model is not None and getattr(model, "reward_loc", None) is not None:
+            self.reward_loc = np.asarray(model.reward_loc, dtype=np.float64).tolist()
+            self.reward_scale = np.asarray(model.reward_scale, dtype=np.float64).tolist()
+
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         super().set_env(env, force_reset)
         self._read_posterior(self.env)
@@ -246,6 +255,8 @@ class RiskPPO(PPO):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
+        if self.standardise_rewards:
+            self._refresh_label_statistics(env)
 
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:

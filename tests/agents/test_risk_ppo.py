@@ -130,6 +130,27 @@ def test_standardise_rewards_uses_the_label_statistics(make_env, linear_members)
     np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], (-1.0 + 2.0) / 0.5)
 
 
+def test_standardise_rewards_follows_a_posterior_refitted_between_rollouts(make_env, linear_members):
+    base = linear_members(n_members=2, scale=0.0, offsets=[3.0, -1.0])
+    models = []
+
+    def with_stats(env):
+        model = base(env)
+        model.reward_loc, model.reward_scale = np.array([1.0, -2.0]), np.array([2.0, 0.5])
+        models.append(model)
+        return model
+
+    env = make_env("CartPole-v1", with_stats)
+    agent = RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=True, seed=0, **SMALL)
+    agent.learn(SMALL["n_steps"])
+    for model in models:  # what a refit during training does to the statistics
+        model.reward_loc, model.reward_scale = np.array([0.0, 0.0]), np.array([4.0, 1.0])
+    spy = RolloutSpy()
+    agent.learn(SMALL["n_steps"], callback=spy, reset_num_timesteps=False)
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 / 4.0)
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], -1.0)
+
+
 @pytest.mark.parametrize("vec_skin", [False, True])
 def test_standardising_in_both_the_wrapper_and_riskppo_is_refused(make_env, linear_members, vec_skin):
     def with_stats(env):
