@@ -8,14 +8,17 @@
   weight it by their bootstrap counts (``shared_batches``), so the b·2·T transitions go
   through ONE forward of the stacked trainable nets; the linear output layer is applied to
   the masked sums of the last hidden layer, giving returns (K, b, 2), and one backward pass
-  trains every member.
+  (hand-written: :mod:`ruagent.reward_models.segment_returns`, with activation buffers
+  reused by every step of the fit) trains every member.
 * :class:`LinearPreferenceFitter` keeps a :class:`~ruagent.preferences.laplace.LaplacePosterior`
   over the weights of a :class:`~ruagent.reward_models.linear.BayesianLinearRewardModel` on the
   differences of segment feature sums, and writes its mean and covariance into the model
   (which then draws its K members from it).
 
 Both fit on every label so far (``fit(pairs, labels)``); both report the loss and the share
-of labels the posterior mean agrees with.
+of labels the posterior mean agrees with. The ensemble retrains on all of them; the Laplace
+posterior adds only the labels after its first ``n_absorbed`` (those already in the model's
+posterior when the fitter was made must be declared there, or they would count twice).
 """
 
 from __future__ import annotations
