@@ -123,15 +123,30 @@ def make_env(config: dict[str, Any], variant_kwargs: dict[str, Any], **make_kwar
     return gym.make(env_config["id"], **variant_kwargs, **make_kwargs)
 
 
-def make_deploy_vec_env(config: dict[str, Any], spec: AgentSpec, reward_model: Any, seed: int):
+def labelling_render_mode(config: dict[str, Any], variant_kwargs: dict[str, Any]) -> str | None:
+    """How to show segments to a human labeller: ``"ansi"`` where the env has it (gridworlds),
+    else ``"rgb_array"`` (side-by-side PNGs), else None (raw arrays); None for other labellers."""
+    if config["labels"]["kind"] != "preferences" or config["labels"]["labeller"] != "human":
+        return None
+    env = make_env(config, variant_kwargs)
+    modes = env.metadata.get("render_modes", [])
+    env.close()
+    return next((mode for mode in ("ansi", "rgb_array") if mode in modes), None)
+
+
+def make_deploy_vec_env(
+    config: dict[str, Any], spec: AgentSpec, reward_model: Any, seed: int, render_mode: str | None = None
+):
     """The deployment-variant VecEnv an agent trains in: Monitor inside each env, the posterior
-    wrapper outside (no wrapper for the oracle, which trains on the env's reward)."""
+    wrapper outside (no wrapper for the oracle, which trains on the env's reward). ``render_mode``
+    lets a human labeller see the agent's segments."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     env_config = config["env"]
+    make_kwargs = {} if render_mode is None else {"render_mode": render_mode}
     venv = make_vec_env(
-        lambda: make_env(config, env_config["deploy_kwargs"]),
+        lambda: make_env(config, env_config["deploy_kwargs"], **make_kwargs),
         n_envs=env_config["n_envs"],
         seed=seed,
         vec_env_cls=SubprocVecEnv if env_config["vec_env"] == "subproc" else DummyVecEnv,

@@ -47,7 +47,9 @@ def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
         return run.reward_model_path
     labels = config["labels"]
     device = factory.resolve_device(config["device"])
-    env = factory.make_env(config, config["env"]["label_kwargs"])
+    label_kwargs = config["env"]["label_kwargs"]
+    render_mode = factory.labelling_render_mode(config, label_kwargs)  # a human labeller sees the segments
+    env = factory.make_env(config, label_kwargs, **({} if render_mode is None else {"render_mode": render_mode}))
     model = factory.make_reward_model(config, env, device)
     if labels["kind"] == "rewards":
         history, n_labels = _fit_on_reward_labels(config, run, env, model)
@@ -139,7 +141,7 @@ def import_reward_model(source: str | Path, run: RunDir) -> Path:
 
 
 # ---------------------------------------------------------------------------- agents
-def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any) -> Any:
+def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any, record_frames: bool) -> Any:
     """The callback that asks the rest of the preference budget on the agent's rollouts and refits.
 
     It continues the run's labelling session (``labels/preferences``), so a resumed run refits
@@ -152,7 +154,7 @@ def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any)
         reward_model, budget=labels["budget"], query=labels["query"], labeller=labels["labeller"],
         segment_length=labels["segment_length"], update_every=labels["update_every"],
         initial_fraction=labels_before_training(labels) / labels["budget"],
-        session=run.labels_path("preferences"), seed=config["seed"],
+        session=run.labels_path("preferences"), record_frames=record_frames, seed=config["seed"],
     )
 
 
@@ -182,7 +184,9 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
 
     agent, seed, device = config["agent"], config["seed"], factory.resolve_device(config["device"])
     reward_model_path = str(run.reward_model_path)
-    venv = factory.make_deploy_vec_env(config, spec, reward_model_path, seed)
+    labelling_here = spec.mode is not None and labels_during_training(config, spec)
+    render_mode = factory.labelling_render_mode(config, config["env"]["deploy_kwargs"]) if labelling_here else None
+    venv = factory.make_deploy_vec_env(config, spec, reward_model_path, seed, render_mode)
     algo = factory.algo_class(spec.algo)
     checkpoint = latest_checkpoint(run.checkpoint_dir(spec.name))
     kwargs = factory.agent_kwargs(config, spec, venv.observation_space)
@@ -199,8 +203,8 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     labelling = None
     if spec.mode is not None:
         reward_model = venv.reward_model  # the wrapper's posterior: what the agent sees, refitted in place if online
-        if labels_during_training(config, spec):
-            labelling = _preference_callback(config, run, reward_model)
+        if labelling_here:
+            labelling = _preference_callback(config, run, reward_model, record_frames=render_mode is not None)
             callbacks.append(labelling)
         eval_env = factory.make_env(config, config["env"]["deploy_kwargs"])
         callbacks += [

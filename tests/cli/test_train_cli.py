@@ -241,6 +241,23 @@ def test_resume_after_sigkill_continues_from_the_checkpoint_to_the_same_total(tm
     assert json.loads((tmp_path / "runs/crash/run.json").read_text())["status"] == "finished"
 
 
+def test_a_human_labeller_sees_gridworld_segments_before_and_during_training(tmp_path):
+    args = ["--name", "human", "--no-progress", "--labels", "preferences", "--labeller", "human", "--budget", "4",
+            "--initial-fraction", "0.5", "--set", "labels.segment_length=3", "labels.update_every=128",
+            "agent.total_timesteps=256", "agent.hyperparams={n_steps: 32, n_epochs: 1}", "env.n_envs=4",
+            "baselines=[]", "eval.enabled=false"]
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([*TRAIN, *args], cwd=tmp_path, env=env, input="1\n2\n" * 4, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.split("=== pair ")[1:]
+    assert len(shown) == 4 and all("first t=0" in pair and "second t=0" in pair for pair in shown)  # ansi frames
+    # the first two come from the training map, which has no lava; the last two from the agent's deployment map
+    assert not any("L" in pair.split("Which is better")[0] for pair in shown[:2])
+    assert all("LLL" in pair for pair in shown[2:])
+    assert "refitted on 4 preference labels" in result.stderr
+
+
 def test_resume_keeps_the_preferences_asked_during_training_before_the_kill(tmp_path):
     import numpy as np
 
