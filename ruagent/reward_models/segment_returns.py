@@ -72,12 +72,11 @@ def _forward(
         out = workspace.buffer(len(activations), shape, x) if workspace is not None else None
         h = torch.baddbmm(bias, h, weight, out=out).relu_()
         activations.append(h)
-    last = h.reshape(k, s, t, -1)
-    if activations and not bool(mask.all()):
-        # zero padded steps: their sum is then a plain sum, and threshold_backward masks them too
-        last.mul_(mask.reshape(1, s, t, 1))
-        summed = last.sum(dim=2)
-    elif activations:
+    if activations:
+        last = h.reshape(k, s, t, -1)
+        if not bool(mask.all()):
+            # zero padded steps: their sum is then a plain sum, and threshold_backward masks them too
+            last.mul_(mask.reshape(1, s, t, 1))
         summed = last.sum(dim=2)
     else:  # linear members: the input itself, masked, shared by all members
         summed = (x.reshape(s, t, -1) * mask.unsqueeze(-1)).sum(dim=1).expand(k, s, -1)
