@@ -180,14 +180,15 @@ class RiskPPO(PPO):
                 "standardise_rewards=True, but the wrapper already standardises member rewards (standardise=True); "
                 "standardise in one place: pass standardise_rewards=False here, or standardise=False to the wrapper"
             )
-        if self.standardise_rewards and getattr(model, "reward_loc", None) is not None:
-            self.reward_loc = np.asarray(model.reward_loc, dtype=np.float64).tolist()
-            self.reward_scale = np.asarray(model.reward_scale, dtype=np.float64).tolist()
+        if self.standardise_rewards:
+            self._take_label_statistics(model)
 
-    def _refresh_label_statistics(self, env: VecEnv) -> None:
-        """Take the reward model's current label statistics: a posterior refitted during training
-        (e.g. by :class:`~ruagent.preferences.PreferenceLearningCallback`) has new ones."""
-        model = find_reward_model(env)
+    def _take_label_statistics(self, model: Any) -> None:
+        """Standardise by the reward model's current label statistics (if it has any).
+
+        Read at setup and again at every rollout: a posterior refitted during training (e.g. by
+        :class:`~ruagent.preferences.PreferenceLearningCallback`) has new ones.
+        """
         if model is not None and getattr(model, "reward_loc", None) is not None:
             self.reward_loc = np.asarray(model.reward_loc, dtype=np.float64).tolist()
             self.reward_scale = np.asarray(model.reward_scale, dtype=np.float64).tolist()
@@ -256,7 +257,7 @@ class RiskPPO(PPO):
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         if self.standardise_rewards:
-            self._refresh_label_statistics(env)
+            self._take_label_statistics(find_reward_model(env))
 
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:

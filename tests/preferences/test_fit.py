@@ -101,3 +101,12 @@ def test_ensemble_learns_preferences_on_cuda():
     returns = member_segment_returns(model, test_pairs).mean(axis=0)  # prediction runs on CPU copies
     truth = test_pairs.env_returns()
     assert np.mean(np.sign(returns[:, 0] - returns[:, 1]) == np.sign(truth[:, 0] - truth[:, 1])) > 0.85
+
+
+def test_linear_fit_refuses_fewer_pairs_than_its_posterior_already_holds():
+    env, pairs, labels = _labelled(6, seed=4)
+    model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=2, features="transition")
+    fitter = LinearPreferenceFitter(model)
+    fitter.fit(pairs, labels)
+    with pytest.raises(ValueError, match="already holds 6 labels"):
+        fitter.fit(pairs[np.arange(3)], labels[:3])
