@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["Workspace", "stacked_segment_returns"]
 
@@ -94,6 +95,7 @@ class _SegmentReturns(torch.autograd.Function):
         return returns
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, grad_returns):
         if ctx.needs_input_grad[0]:
             raise NotImplementedError("stacked_segment_returns does not differentiate with respect to the features")
