@@ -32,7 +32,7 @@ import torch
 from ruagent.preferences.bradley_terry import bradley_terry_loss, nll_derivatives
 from ruagent.preferences.laplace import LaplacePosterior
 from ruagent.preferences.segments import SegmentPairs, Segments, _SegmentArrays
-from ruagent.reward_models.ensemble import ROWS_PER_CHUNK
+from ruagent.reward_models.ensemble import in_chunks
 from ruagent.reward_models.segment_returns import Workspace
 from ruagent.reward_models.training import train_members
 
@@ -189,17 +189,10 @@ class EnsemblePreferenceFitter(PreferenceFitter):
         )
         # the model caches folded inference weights; they are stale after training
         self.reward_model._cache = None
-        rewards = fixed_rewards + self._trainable_rewards(flat)  # (K, B·2·T)
+        with torch.no_grad():
+            rewards = fixed_rewards + in_chunks(self.reward_model.trainable_rewards_torch, flat)  # (K, B·2·T)
         self.reward_model.set_reward_statistics(flat.cpu().numpy()[valid_rows], rewards.cpu().numpy()[:, valid_rows])
         return self._metrics(self._returns(rewards, mask), y)
-
-    @torch.no_grad()
-    def _trainable_rewards(self, flat: torch.Tensor) -> torch.Tensor:
-        """The trained part of members' rewards (K, N) on label transitions (N, D), in cache-sized chunks."""
-        step = ROWS_PER_CHUNK
-        model = self.reward_model
-        chunks = [model.trainable_rewards_torch(flat[i : i + step]) for i in range(0, flat.shape[0], step)]
-        return torch.cat(chunks, dim=1)
 
     @torch.no_grad()
     def _metrics(self, returns: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

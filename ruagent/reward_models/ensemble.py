@@ -45,6 +45,16 @@ TORCH_MIN_BATCH = 64
 ROWS_PER_CHUNK = 2048
 
 
+def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``function`` (rows (..., B, D) -> (M, B)) applied to ``ROWS_PER_CHUNK`` rows at a time, concatenated.
+
+    Large no-grad passes (the prior over all label data, query scoring) keep their
+    (K, rows, H) activations in cache this way instead of streaming them through memory.
+    """
+    chunks = [function(x[..., i : i + ROWS_PER_CHUNK, :]) for i in range(0, x.shape[-2], ROWS_PER_CHUNK)]
+    return torch.cat(chunks, dim=1)
+
+
 def _init_stacked(k: int, sizes: Sequence[int], generator: torch.Generator) -> list[torch.Tensor]:
     """[W_0, b_0, W_1, b_1, ...] with W_i (K, in, out), b_i (K, 1, out), U(±1/√fan_in) like nn.Linear."""
     tensors = []
@@ -170,9 +180,10 @@ class EnsembleRewardModel(FeatureRewardModel):
         output to each member and never train it), so a fitter computes this once per fit.
         """
         x = self._check_features_torch(features)
-        starts = range(0, x.shape[-2], ROWS_PER_CHUNK)
-        chunks = [_stacked_mlp(x[..., i : i + ROWS_PER_CHUNK, :], self._prior) for i in starts]
-        prior = torch.cat(chunks, dim=1) if chunks else x.new_zeros(self.n_members, 0)
+        if x.shape[-2] == 0:
+            prior = x.new_zeros(self.n_members, 0)
+        else:
+            prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
         return self.target_loc + (self.target_scale * self.prior_scale) * prior
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
@@ -325,12 +336,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             with torch.inference_mode():
                 tensors = [torch.from_numpy(a) for a in layers]
                 x = torch.from_numpy(features)
-                # chunks of rows whose (2K, rows, H) activations stay in cache (large batches: query scoring)
-                chunks = [
-                    self._torch_forward(x[i : i + ROWS_PER_CHUNK], tensors, 2 * k, has_hidden)
-                    for i in range(0, n_rows, ROWS_PER_CHUNK)
-                ]
-                out = torch.cat(chunks, dim=1).numpy()
+                out = in_chunks(lambda rows: self._torch_forward(rows, tensors, 2 * k, has_hidden), x).numpy()
         else:
             h = features @ layers[0]
             h += layers[1]
