@@ -34,6 +34,7 @@ __all__ = [
     "RewardModelFileError",
     "SpaceMismatchError",
     "load_reward_model",
+    "member_moments",
 ]
 
 FORMAT_NAME = "ruagent.reward_model"
@@ -125,6 +126,12 @@ class RewardModel(abc.ABC):
         :param next_obs: batch of next observations, like ``obs``.
         :return: float32 array of shape (K, B).
         """
+        batch_size = self._check_batch(obs, action, next_obs)
+        return self._checked_members(self._predict(obs, action, next_obs, batch_size), batch_size)
+
+    @staticmethod
+    def _check_batch(obs: Any, action: Any, next_obs: Any) -> int:
+        """B, after checking that obs, action and next_obs have the same leading axis."""
         batch_size = _batch_size(obs, "obs")
         for name, value in (("action", action), ("next_obs", next_obs)):
             if _batch_size(value, name) != batch_size:
@@ -132,7 +139,10 @@ class RewardModel(abc.ABC):
                     f"{name} has batch size {_batch_size(value, name)} but obs has {batch_size}; "
                     "pass batches of the same length (add a leading axis for a single transition)"
                 )
-        rewards = np.asarray(self._predict(obs, action, next_obs, batch_size), dtype=np.float32)
+        return batch_size
+
+    def _checked_members(self, rewards: Any, batch_size: int) -> np.ndarray:
+        rewards = np.asarray(rewards, dtype=np.float32)
         assert rewards.shape == (self.n_members, batch_size), (rewards.shape, self.n_members, batch_size)
         if self.check_finite and not np.isfinite(rewards).all():
             bad = np.argwhere(~np.isfinite(rewards))[0]
@@ -141,6 +151,31 @@ class RewardModel(abc.ABC):
                 f"{bad[1]}); check the inputs for NaN/inf. Set check_finite=False to skip this check."
             )
         return rewards
+
+    def predict_moments(self, obs: Any, action: Any, next_obs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Member rewards and the posterior's mean and std of the reward, with one model call.
+
+        ``mean`` and ``std`` are the family's posterior mean and standard deviation of the
+        reward function at each transition: analytic where the family has them (the linear
+        family: ``φᵀμ`` and ``√(φᵀΣφ)``), else the ``member_probs``-weighted moments of the K
+        draws. ``members`` are the K draws, exactly what :meth:`predict` returns.
+
+        :return: ``members`` (K, B) float32, ``mean`` (B,) float64, ``std`` (B,) float64.
+        """
+        batch_size = self._check_batch(obs, action, next_obs)
+        members, moments = self._predict_with_moments(obs, action, next_obs, batch_size)
+        members = self._checked_members(members, batch_size)
+        if moments is None:
+            return (members, *member_moments(members, self.member_probs))
+        mean, std = (np.asarray(m, dtype=np.float64) for m in moments)
+        assert mean.shape == std.shape == (batch_size,), (mean.shape, std.shape, batch_size)
+        return members, mean, std
+
+    def _predict_with_moments(
+        self, obs: Any, action: Any, next_obs: Any, batch_size: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """Member rewards (K, B) and analytic (mean, std) of shape (B,), or None for the members' moments."""
+        return self._predict(obs, action, next_obs, batch_size), None
 
     def standardise(self, rewards: np.ndarray) -> np.ndarray:
         """Map member rewards (K, B) to label-data units: (r_k - loc_k) / scale_k.
@@ -219,6 +254,12 @@ class RewardModel(abc.ABC):
         if not isinstance(model, cls):
             raise RewardModelFileError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def member_moments(members: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probability-weighted mean and std over members: (K, B) and (K,) -> two (B,) float64 arrays."""
+    mean = probs @ members
+    return mean, np.sqrt(np.maximum(probs @ np.square(members - mean), 0.0))
 
 
 def _batch_size(value: Any, name: str) -> int:

@@ -89,6 +89,18 @@ class FeatureRewardModel(RewardModel):
             raise ValueError(f"reward features returned {features.shape[0]} rows for a batch of {batch_size}")
         return self._predict_features(features)
 
+    def _predict_with_moments(
+        self, obs: Any, action: Any, next_obs: Any, batch_size: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        features = self.features(obs, action, next_obs)
+        if features.shape[0] != batch_size:
+            raise ValueError(f"reward features returned {features.shape[0]} rows for a batch of {batch_size}")
+        return self._predict_features(features), self._feature_moments(features)
+
+    def _feature_moments(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Analytic posterior (mean, std) (B,) of the reward at raw features (B, D); None: use the members'."""
+        return None
+
     def set_reward_statistics(self, features: np.ndarray, member_rewards: np.ndarray | None = None) -> None:
         """Set ``reward_loc``/``reward_scale`` (K,) to each member's mean/std on label features (N, D).
 
