@@ -184,7 +184,11 @@ def agent_specs(config: dict[str, Any]) -> list[AgentSpec]:
     risk_params = {k: v for k, v in params.items() if k in _risk_parameter_names(agent["risk"])}
     specs = [_spec("risk", agent["algo"], agent["risk"], risk_params, agent["mode"], wrapper_kwargs)]
     if "mean" in config["baselines"]:
-        specs.append(_spec("mean", agent["algo"], "mean", {}, "auto" if agent["mode"] == "auto" else "mean",
+        # The naive agent maximises the posterior mean reward, analytic where the family has one (the
+        # wrapper's mean mode); RiskPPO with risk=mean would average the K draws instead, and sampling
+        # noise on never-labelled weights would then steer it. With K = 1 and mean, RiskPPO is PPO.
+        mean_algo = "ppo" if agent["algo"] == "riskppo" else agent["algo"]
+        specs.append(_spec("mean", mean_algo, "mean", {}, "auto" if agent["mode"] == "auto" else "mean",
                            wrapper_kwargs))
     if "oracle" in config["baselines"]:
         specs.append(AgentSpec("oracle", "ppo" if agent["algo"] == "riskppo" else agent["algo"], None, None, {}))

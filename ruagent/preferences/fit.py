@@ -211,8 +211,11 @@ class EnsemblePreferenceFitter(PreferenceFitter):
 class LinearPreferenceFitter(PreferenceFitter):
     """Laplace posterior over linear reward weights, written into a linear reward model.
 
-    The prior is the model's posterior when the fitter is made (its N(0, σ_p² I) prior, or
-    what reward labels already taught it), so preferences and reward labels combine.
+    The prior is the model's posterior when the fitter first needs it (its N(0, σ_r² I) prior, or
+    what reward labels already taught it), so preferences and reward labels combine. A model
+    whose ``prior_reward_scale`` was neither declared nor derived from reward labels gets
+    σ_r = 1.0 here (preferences carry no reward magnitude; Bradley–Terry units), announced
+    on the ``ruagent`` logger.
 
     """
 
@@ -245,6 +248,9 @@ class LinearPreferenceFitter(PreferenceFitter):
     def _ensure_posterior(self, dim: int) -> LaplacePosterior:
         if self.posterior is None:
             model = self.reward_model
+            resolve = getattr(model, "resolve_prior_reward_scale", None)
+            if resolve is not None:  # σ_r not declared nor taken from reward labels: 1.0, Bradley–Terry units
+                resolve()
             self.posterior = LaplacePosterior(
                 model.posterior_mean, model.posterior_precision, self.label_noise, self.temperature
             )

@@ -1,12 +1,23 @@
 """A deep ensemble of reward MLPs with randomised prior functions, as one batched computation.
 
-Member k's reward is ``r_k(x) = μ_y + σ_y · (f_k(x̃) + s · p_k(x̃))`` where ``x̃`` is the input
-standardised by the label data, ``f_k`` a trainable MLP, ``p_k`` a fixed random MLP of the
-same shape and ``s`` the prior scale (Osband, Aslanides & Cassirer, "Randomized Prior
-Functions for Deep Reinforcement Learning", NeurIPS 2018). Each member trains on its own
-bootstrap resample of the labels. Where labels constrain the reward, the trained parts
-cancel their priors' disagreement; away from the labels the priors remain, so members
-disagree there: the epistemic uncertainty the wrapper and risk-averse agents use.
+Member k's reward is
+
+    r_k(x) = μ_y + σ_y · f_k(x̃) + g · p_k(x̃) + n_kᵀ x̃
+
+where ``x̃`` is the input standardised by the label data (columns the labels never varied get
+a floor scale, :func:`~ruagent.reward_models.priors.input_normalisation`), ``μ_y, σ_y`` the
+label mean and std, ``f_k`` a trainable MLP and ``p_k`` a fixed random MLP of the same shape
+(randomised prior functions: Osband, Aslanides & Cassirer, NeurIPS 2018). Each member trains
+on its own bootstrap resample. Two priors, both in reward units of σ_r (``prior_reward_scale``):
+
+* ``g · p_k``: the prior nets, scaled so that members spread by σ_r before training. Where the
+  labels constrain the reward, training cancels the priors' disagreement; elsewhere inside
+  the labels' span it remains.
+* ``n_kᵀ x̃``: the *novelty prior*, a fixed linear function with N(0, σ_r²) weights on the
+  directions along which the label inputs never varied (zero on every label input, so
+  training has nothing to cancel). Random ReLU nets barely react to one new input column among
+  hundreds (one-hot lava entering a 258-wide transition feature moved members by 0.005 where
+  the true penalty is 2); this term is what a Bayesian linear model keeps there: its prior.
 
 All K members live in stacked tensors (``(K, fan_in, fan_out)`` weights) and are evaluated
 and trained by batched matmuls: no Python loop over members anywhere.
@@ -33,6 +44,7 @@ import torch
 from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
 from ruagent.reward_models.feature_model import FeatureRewardModel
+from ruagent.reward_models.priors import default_prior_reward_scale, input_normalisation, resolve_prior_reward_scale
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
 from ruagent.reward_models.training import train_members
 
@@ -43,6 +55,11 @@ TORCH_MIN_BATCH = 64
 #: rows per chunk of a no-grad pass over all label data, so that the (K, rows, H) activations stay
 #: in cache (measured at K=5, (64, 64), 25,000 rows: 23 ms in chunks of 2,048 vs 77 ms in one pass)
 ROWS_PER_CHUNK = 2048
+#: label rows (at most about this many, evenly spaced) at which the prior nets' sensitivity is measured
+PRIOR_CALIBRATION_ROWS = 512
+#: variance (in normalised units, where a labelled column has variance 1) at or below which a
+#: direction of the label inputs counts as never varied, for the novelty prior
+NULL_VARIANCE = 1e-6
 
 
 def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +101,10 @@ class EnsembleRewardModel(FeatureRewardModel):
     :param action_space: the env's action space.
     :param n_members: K.
     :param hidden_sizes: hidden widths of every member's MLP.
-    :param prior_scale: s, the weight of each member's fixed random prior net (0 disables).
+    :param prior_reward_scale: σ_r, how large rewards can plausibly be where no label constrains
+        them, in reward units: the prior nets are scaled to it (see :meth:`set_normalisation`;
+        0 disables the priors). None (default): derived from the labels at the first fit, the
+        largest reward magnitude seen (1.0 for preferences), announced on the ``ruagent`` logger.
     :param bootstrap: train each member on its own resample (with replacement) of the labels.
     :param features: ``"transition"`` (featuriser of (obs, action, next_obs)), ``"env"`` (the
         env's ``reward_features``, bound by :meth:`bind` or ``fit(env=...)``) or a callable
@@ -102,7 +122,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         action_space: gym.Space,
         n_members: int = 10,
         hidden_sizes: Sequence[int] = (64, 64),
-        prior_scale: float = 1.0,
+        prior_reward_scale: float | None = None,
         bootstrap: bool = True,
         features: str | Callable = "transition",
         weight_decay: float = 0.0,
@@ -112,13 +132,18 @@ class EnsembleRewardModel(FeatureRewardModel):
         check_finite: bool = True,
     ) -> None:
         super().__init__(observation_space, action_space, n_members, features, member_probs, check_finite)
-        if prior_scale < 0 or weight_decay < 0 or any(int(h) < 1 for h in hidden_sizes):  # () = linear members
+        if (prior_reward_scale is not None and not prior_reward_scale >= 0) or weight_decay < 0 or any(
+            int(h) < 1 for h in hidden_sizes  # () = linear members
+        ):
             raise ValueError(
-                f"need prior_scale >= 0, weight_decay >= 0 and positive hidden sizes; got {prior_scale}, "
-                f"{weight_decay}, {tuple(hidden_sizes)}"
+                f"need prior_reward_scale >= 0 (or None), weight_decay >= 0 and positive hidden sizes; got "
+                f"{prior_reward_scale}, {weight_decay}, {tuple(hidden_sizes)}"
             )
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.prior_scale = float(prior_scale)
+        #: σ_r as declared (None: derived from the reward labels at the first fit).
+        self.declared_prior_reward_scale = None if prior_reward_scale is None else float(prior_reward_scale)
+        #: σ_r in force: the declared one, or the label-derived default once fitted.
+        self.prior_reward_scale = self.declared_prior_reward_scale
         self.bootstrap = bool(bootstrap)
         self.weight_decay = float(weight_decay)
         self.device = torch.device(device)
@@ -144,6 +169,13 @@ class EnsembleRewardModel(FeatureRewardModel):
         self.input_scale = torch.ones(in_dim, device=self.device)
         self.target_loc = torch.zeros((), device=self.device)
         self.target_scale = torch.ones((), device=self.device)
+        # Reward units per unit of prior-net output: σ_r / (the prior nets' sensitivity), set by
+        # set_normalisation once the label inputs are known.
+        self.prior_gain = torch.zeros((), device=self.device)
+        # The novelty prior: member k's linear function of the raw inputs along directions the
+        # label inputs never varied (D, K) and (K,); zero until set_normalisation.
+        self.novelty_weight = torch.zeros(in_dim, k, device=self.device)
+        self.novelty_bias = torch.zeros(k, device=self.device)
         self._cache = None
 
     def parameters(self) -> list[torch.Tensor]:
@@ -184,7 +216,11 @@ class EnsembleRewardModel(FeatureRewardModel):
             prior = x.new_zeros(self.n_members, 0)
         else:
             prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
-        return self.target_loc + (self.target_scale * self.prior_scale) * prior
+        if features.dim() == 2:
+            novelty = (features @ self.novelty_weight).T
+        else:
+            novelty = torch.einsum("kbd,dk->kb", features, self.novelty_weight)
+        return self.target_loc + self.prior_gain * prior + novelty + self.novelty_bias[:, None]
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
         """The trained part ``σ_y·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
@@ -212,25 +248,73 @@ class EnsembleRewardModel(FeatureRewardModel):
         return self.target_scale * stacked_segment_returns(x, mask, self._trainable, workspace)
 
     def set_normalisation(self, features: np.ndarray, rewards: np.ndarray | None = None) -> None:
-        """Standardise inputs (and targets, given reward labels) by these label data statistics.
+        """Standardise inputs (and targets, given reward labels) by the label data; scale the prior.
 
-        Constant feature columns (e.g. a one-hot never active in the labels) keep scale 1, so
-        an unseen value moves the input by its raw size rather than by a huge z-score.
+        Inputs: :func:`~ruagent.reward_models.priors.input_normalisation`, so a column constant
+        in the labels (a one-hot never active) gets a floor scale and stays visible to the
+        prior instead of being silenced. Targets: the label mean and std (1 without labels).
+        Prior: σ_r is the declared ``prior_reward_scale`` or, if None, the label-derived
+        default (:func:`~ruagent.reward_models.priors.default_prior_reward_scale`; 1.0 for
+        preferences). The prior nets are scaled so that, before training, members spread by σ_r
+        (std over members, averaged over the label inputs): where the labels do not pin a
+        member down it keeps a prior of that width in reward units. The novelty prior
+        (:meth:`_set_novelty_prior`) covers the directions the labels never varied.
 
         :param features: (N, D) raw features of the label data.
         :param rewards: (N,) reward labels, or None to leave the output scale (preferences).
         """
         features = np.asarray(features, dtype=np.float64)
         self._ensure_built(features.shape[1])
-        std = features.std(axis=0)
-        self.input_loc = torch.as_tensor(features.mean(axis=0), dtype=torch.float32, device=self.device)
-        self.input_scale = torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32, device=self.device)
+        loc, scale = input_normalisation(features)
+        self.input_loc = torch.as_tensor(loc, dtype=torch.float32, device=self.device)
+        self.input_scale = torch.as_tensor(scale, dtype=torch.float32, device=self.device)
+        rewards = None if rewards is None else np.asarray(rewards, dtype=np.float64)
+        if self.declared_prior_reward_scale is not None:
+            self.prior_reward_scale = self.declared_prior_reward_scale
+        elif self.prior_reward_scale is None:  # announce the assumption once, at the first fit
+            self.prior_reward_scale = resolve_prior_reward_scale(None, rewards, type(self).__name__)
+        elif rewards is not None:
+            self.prior_reward_scale = default_prior_reward_scale(rewards)
         if rewards is not None:
-            rewards = np.asarray(rewards, dtype=np.float64)
-            scale = rewards.std()
             self.target_loc = torch.tensor(rewards.mean(), dtype=torch.float32, device=self.device)
-            self.target_scale = torch.tensor(scale if scale > 1e-6 else 1.0, dtype=torch.float32, device=self.device)
+            # the trained part's output unit: the label std, or σ_r if larger, so that training
+            # cancels the prior where the labels are at the pace it learns the labels
+            unit = max(float(rewards.std()), self.prior_reward_scale)
+            self.target_scale = torch.tensor(unit if unit > 1e-6 else 1.0, dtype=torch.float32, device=self.device)
+        normalised = (features - loc) / scale
+        sample = torch.as_tensor(normalised[:: max(1, len(features) // PRIOR_CALIBRATION_ROWS)], dtype=torch.float32)
+        with torch.no_grad():
+            spread = float(_stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
+        gain = self.prior_reward_scale / spread if spread > 0 and self.n_members > 1 else 0.0
+        self.prior_gain = torch.tensor(gain, dtype=torch.float32, device=self.device)
+        self._set_novelty_prior(normalised, loc, scale)
         self._cache = None
+
+    def _set_novelty_prior(self, normalised: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> None:
+        """Draw member k's novelty prior: N(0, σ_r²) weights on the directions the labels never varied.
+
+        Those are the eigenvectors of the normalised label inputs' covariance with variance at
+        most :data:`NULL_VARIANCE`: columns constant in the labels and linear combinations the
+        labels held fixed (LavaWorld's terrain one-hots of a cell sum to 1 until lava appears).
+        Along them the data carry no information, so each member keeps its prior there, as a
+        Bayesian linear model's posterior does; on the label inputs the term is zero, so
+        training has nothing to cancel and members stay sharp where the labels are.
+        """
+        covariance = normalised.T @ normalised / len(normalised)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        null_space = eigenvectors[:, eigenvalues <= NULL_VARIANCE]  # (D, n_null)
+        draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator, dtype=torch.float64)
+        weight = self.prior_reward_scale * (null_space @ draws.numpy())  # (D, K) on normalised inputs
+        # x̃ᵀW = ((x - loc) / scale)ᵀ W: fold the normalisation in, as prediction does
+        self.novelty_weight = torch.as_tensor(weight / scale[:, None], dtype=torch.float32, device=self.device)
+        self.novelty_bias = torch.as_tensor(-(loc / scale) @ weight, dtype=torch.float32, device=self.device)
+
+    def _prior_sensitivity(self, x: torch.Tensor) -> float:
+        """RMS over members, rows and columns of ∂p_k/∂x̃_j at normalised inputs ``x`` (B, D)."""
+        per_member = x.expand(self.n_members, *x.shape).clone().requires_grad_(True)
+        with torch.enable_grad():
+            (gradient,) = torch.autograd.grad(_stacked_mlp(per_member, self._prior).sum(), per_member)
+        return float(gradient.pow(2).mean().sqrt())
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -299,8 +383,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         on preferences) is picked up without anyone invalidating the cache by hand.
         """
         key = (
-            self.prior_scale,
-            *(id(t) for t in (self.input_loc, self.input_scale, self.target_loc, self.target_scale)),
+            *(id(t) for t in (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
+                              self.novelty_weight, self.novelty_bias)),
             *(t._version for t in (*self._trainable, *self._prior)),
         )
         if self._cache is None or key != self._cache_key:
@@ -314,8 +398,9 @@ class EnsembleRewardModel(FeatureRewardModel):
                 layers[1] = layers[1] - torch.matmul((loc / scale)[None, None, :], layers[0])
                 layers[0] = first_weight
                 # output: μ_y + σ_y (f + s p): scale last layers, put μ_y on the trainable half's bias
-                member_scale = torch.cat([torch.ones(k), torch.full((k,), self.prior_scale)]).double()
-                out_scale = (member_scale * self.target_scale.double().cpu())[:, None, None]
+                target_scale, prior_gain = float(self.target_scale), float(self.prior_gain)
+                out_scale = torch.cat([torch.full((k,), target_scale), torch.full((k,), prior_gain)]).double()
+                out_scale = out_scale[:, None, None]
                 layers[-2] = layers[-2] * out_scale
                 layers[-1] = layers[-1] * out_scale
                 layers[-1][:k] += self.target_loc.double().cpu()
@@ -323,13 +408,14 @@ class EnsembleRewardModel(FeatureRewardModel):
                 d, width = layers[0].shape[1], layers[0].shape[2]
                 layers[0] = layers[0].permute(1, 0, 2).reshape(d, 2 * k * width)
                 layers[1] = layers[1].reshape(1, 2 * k * width)
+            layers += [self.novelty_weight.detach().cpu(), self.novelty_bias.detach().cpu()]
             self._cache = tuple(np.ascontiguousarray(t.float().numpy()) for t in layers)
         return self._cache
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
         """(B, D) float32 raw features -> (K, B) float32 member rewards."""
         assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
-        layers = self._folded()
+        *layers, novelty_weight, novelty_bias = self._folded()
         k, n_rows = self.n_members, features.shape[0]
         has_hidden = len(layers) > 2  # hidden_sizes=() makes each member linear
         if n_rows >= TORCH_MIN_BATCH:
@@ -349,7 +435,9 @@ class EnsembleRewardModel(FeatureRewardModel):
                 if i < len(layers) - 2:
                     np.maximum(h, 0.0, out=h)
             out = h[..., 0]
-        return out[:k] + out[k:]
+        novelty = features @ novelty_weight
+        novelty += novelty_bias
+        return out[:k] + out[k:] + novelty.T
 
     @staticmethod
     def _torch_forward(x: torch.Tensor, tensors: Sequence[torch.Tensor], two_k: int, has_hidden: bool) -> torch.Tensor:
@@ -369,7 +457,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         config = {
             "n_members": self.n_members,
             "hidden_sizes": list(self.hidden_sizes),
-            "prior_scale": self.prior_scale,
+            "prior_reward_scale": self.declared_prior_reward_scale,
+            "resolved_prior_reward_scale": self.prior_reward_scale,
             "bootstrap": self.bootstrap,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
@@ -382,7 +471,8 @@ class EnsembleRewardModel(FeatureRewardModel):
             for i, (trainable, prior) in enumerate(zip(self._trainable, self._prior)):
                 tensors[f"trainable.{i}"] = trainable
                 tensors[f"prior.{i}"] = prior
-            for name in ("input_loc", "input_scale", "target_loc", "target_scale"):
+            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", "novelty_weight",
+                         "novelty_bias"):
                 tensors[name] = getattr(self, name)
         return config, tensors
 
@@ -400,7 +490,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             action_space,
             n_members=config["n_members"],
             hidden_sizes=config["hidden_sizes"],
-            prior_scale=config["prior_scale"],
+            prior_reward_scale=config.get("prior_reward_scale"),
             bootstrap=config["bootstrap"],
             weight_decay=config["weight_decay"],
             seed=config["seed"],
@@ -420,6 +510,13 @@ class EnsembleRewardModel(FeatureRewardModel):
                         target[i].copy_(saved)
             for name in ("input_loc", "input_scale", "target_loc", "target_scale"):
                 setattr(model, name, tensors[name].to(torch.float32).clone())
+            if "prior_gain" in tensors:
+                model.prior_gain = tensors["prior_gain"].to(torch.float32).clone()
+                model.novelty_weight = tensors["novelty_weight"].to(torch.float32).clone()
+                model.novelty_bias = tensors["novelty_bias"].to(torch.float32).clone()
+            else:  # files written before priors in reward units: prior = σ_y · prior_scale · p_k
+                model.prior_gain = model.target_scale * float(config.get("prior_scale", 1.0))
+        model.prior_reward_scale = config.get("resolved_prior_reward_scale", model.declared_prior_reward_scale)
         if "generator_state" in tensors:  # after _build, which draws from the generator
             model._generator.set_state(tensors["generator_state"])
         return model
@@ -427,6 +524,6 @@ class EnsembleRewardModel(FeatureRewardModel):
     def __repr__(self) -> str:
         return (
             f"EnsembleRewardModel(K={self.n_members}, hidden_sizes={self.hidden_sizes}, "
-            f"prior_scale={self.prior_scale}, bootstrap={self.bootstrap}, "
+            f"prior_reward_scale={self.prior_reward_scale}, bootstrap={self.bootstrap}, "
             f"features={self.features_mode!r}, in_dim={self.in_dim})"
         )

@@ -1,17 +1,56 @@
-"""Conjugate Bayesian linear regression of rewards on features, with K fixed posterior draws.
+r"""Bayesian linear regression of rewards on features, with K fixed posterior draws.
 
-Model: ``r = φ(x)ᵀw + ε``, prior ``w ~ N(0, σ_p² I)``, noise ``ε ~ N(0, σ_n²)``. For a design
+Model: ``r = φ(x)ᵀw + ε``, prior ``w ~ N(0, σ_r² I)``, noise ``ε ~ N(0, σ_n²)``. For a design
 matrix Φ (N, P) and labels y (N,) the posterior is Gaussian (Bishop, *Pattern Recognition
 and Machine Learning*, 2006, eq. 3.53–3.54):
 
-    Λ = I/σ_p² + ΦᵀΦ/σ_n²      (precision)      μ = Λ⁻¹ Φᵀy / σ_n²      (mean)
+    Λ = I/σ_r² + ΦᵀΦ/σ_n²      (precision)      μ = Λ⁻¹ Φᵀy / σ_n²      (mean)
 
-:meth:`BayesianLinearRewardModel.update` adds transitions one at a time by the
-Sherman–Morrison identity on Σ = Λ⁻¹ (a Kalman-filter step), in float64, and equals a full
-refit to ~1e-9. Members are K draws ``w_k = μ + L⁻ᵀ z_k`` with ``Λ = L Lᵀ`` and standard
-normals ``z_k`` fixed until :meth:`~BayesianLinearRewardModel.resample`, so member k changes
-smoothly as evidence arrives. Drawing through the Cholesky factor of the precision (which
-only ever grows by PSD terms) avoids factorising an ill-conditioned covariance.
+**The prior is in reward units.** σ_r (``prior_reward_scale``) is the prior standard
+deviation of every weight, so a feature the labels never exercised (a one-hot that was always
+0, IRD's lava) has reward std σ_r: how large rewards can plausibly be where nothing is
+labelled. Declared by the user, or derived from the labels by
+:func:`ruagent.reward_models.priors.resolve_prior_reward_scale` (``max |y|``, announced on
+the ``ruagent`` logger; 1.0, Bradley–Terry units, for preference fits).
+
+**The noise is learned by maximising the evidence** (type-II maximum likelihood, empirical
+Bayes; MacKay 1992; Bishop §3.5) unless ``noise_std`` is given. With σ_r fixed, the marginal
+likelihood ``y ~ N(0, σ_r² ΦΦᵀ + σ_n² I)`` (Bishop eq. 3.86) is maximised over the single
+number σ_n, and the posterior above is taken at σ̂_n. The textbook conjugate alternative, the
+Normal–inverse-Gamma prior ``w | σ² ~ N(0, σ² V₀)``, is deliberately *not* used: it scales the
+weight prior by the noise variance, so with exact labels (LavaWorld's) σ² → 0 and a
+never-labelled weight's spread collapses with it — the opposite of what the posterior is for.
+Here the weight prior N(0, σ_r² I) does not depend on the noise, and the unlabelled directions
+keep spread σ_r whatever σ̂_n is. Maximum likelihood rather than a MAP under an inverse-Gamma
+prior on σ_n²: the evidence is sharply peaked in σ_n once N − γ (γ the effective number of
+fitted weights, Bishop eq. 3.91) is more than a handful, an inverse-Gamma prior would bring a
+second scale to declare, and the one place it would help — a few noiseless labels, where the
+maximum sits at σ_n → 0 — is handled by the floor below. The plug-in σ̂_n ignores its own
+uncertainty (a Gaussian rather than a Student-t predictive), which narrows labelled directions
+by a factor of about √(1 + 1/(N − γ)); unlabelled directions are not affected.
+
+The evidence is computed from the sufficient statistics ΦᵀΦ, Φᵀy, yᵀy and N (float64) and
+one eigen-decomposition ΦᵀΦ = Q diag(s) Qᵀ, so each evaluation is O(P):
+
+    log p(y | σ_n) = −½ [N log 2π + N log σ_n² + Σ_i log(1 + σ_r² s_i / σ_n²)
+                         + (yᵀy − Σ_i σ_r² b_i² / (σ_n² + σ_r² s_i)) / σ_n²],   b = Qᵀ Φᵀy.
+
+It is maximised over log σ_n on [floor, ‖y‖] (above ‖y‖ it always decreases): a log grid
+locates the maximum, and Brent's root finder solves its stationarity condition
+``σ_n² = ‖y − Φμ‖² / (N − γ)`` (Bishop eq. 3.95) there, which, unlike the flat top of the
+evidence, is determined to rounding error. The floor, ``max(1e-3·max|y|, 1e-4·σ_r)``, keeps the precision
+well-conditioned when the labels are exact (the maximum is then at σ_n → 0): it says labels are
+trusted to 0.1 % of the largest reward.
+
+:meth:`BayesianLinearRewardModel.update` is exact: it adds the labels to the sufficient
+statistics; with a fixed σ_n it updates the posterior by the Sherman–Morrison identity on
+Σ = Λ⁻¹ (a Kalman-filter step, one transition at a time), with a learned σ_n it re-estimates
+σ_n from the updated statistics and recomputes the posterior (O(P³)). Either way it equals a
+refit on all labels so far to ~1e-9. Members are K draws ``w_k = μ + L⁻ᵀ z_k`` with
+``Λ = L Lᵀ`` and standard normals ``z_k`` fixed until
+:meth:`~BayesianLinearRewardModel.resample`, so member k changes smoothly as evidence arrives.
+The posterior mean and std of the reward, ``φᵀμ`` and ``√(φᵀΣφ)``, are analytic
+(:meth:`~ruagent.reward_models.base.RewardModel.predict_moments`).
 
 φ is the model's input features (featuriser, env ``reward_features`` as in IRD, or a
 callable), optionally mapped by random Fourier features (Rahimi & Recht, NIPS 2007) after
@@ -26,14 +65,68 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import scipy.linalg
+import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RandomFourierFeatures, RewardInputs
+from ruagent.reward_models import priors
 from ruagent.reward_models.feature_model import FeatureRewardModel
 
 __all__ = ["BayesianLinearRewardModel"]
+
+#: learned σ_n is at least this times the largest label magnitude ...
+NOISE_FLOOR_LABEL = 1e-3
+#: ... and at least this times σ_r (for all-zero labels, and a well-conditioned precision).
+NOISE_FLOOR_PRIOR = 1e-4
+#: log-spaced grid points over [floor, ‖y‖] that locate the maximum before Brent's root finder.
+_EVIDENCE_GRID = 48
+
+
+def _log_evidence(log_noise_std: float, s: np.ndarray, b2: np.ndarray, yy: float, n: int) -> float:
+    """log N(y; 0, Φ̃Φ̃ᵀ + σ² I) from whitened statistics: eigenvalues ``s`` of Φ̃ᵀΦ̃, squared
+    projections ``b2`` of Φ̃ᵀy on its eigenvectors, ``yy`` = yᵀy and N; σ = exp(log_noise_std)."""
+    var = np.exp(2.0 * log_noise_std)
+    residual = max(yy - float(np.sum(b2 / (var + s))), 0.0)  # yᵀ(I + Φ̃Φ̃ᵀ/σ²)⁻¹y ≥ 0
+    log_det = n * np.log(var) + float(np.sum(np.log1p(s / var)))
+    return -0.5 * (n * np.log(2 * np.pi) + log_det + residual / var)
+
+
+def _evidence_slope(log_noise_std: float, s: np.ndarray, b2: np.ndarray, yy: float, n: int) -> float:
+    """``−2 ∂ log p / ∂ log σ²`` from the same statistics: ``N − γ − ‖y − Φ̃m‖² / σ²`` with
+    γ = Σ s_i/(σ² + s_i) and m the posterior mean at σ (Bishop eq. 3.91–3.95); zero at the maximum,
+    negative below it."""
+    var = np.exp(2.0 * log_noise_std)
+    denominator = var + s
+    gamma = float(np.sum(s / denominator))
+    residual = yy - float(np.sum(b2 / denominator)) - var * float(np.sum(b2 / denominator**2))  # ‖y − Φ̃m‖²
+    return n - gamma - max(residual, 0.0) / var
+
+
+def _maximise_evidence(s: np.ndarray, b2: np.ndarray, yy: float, n: int, floor: float) -> float:
+    """σ_n in [floor, max(‖y‖, floor)] maximising the evidence.
+
+    A log grid finds the best cell; the stationarity condition (:func:`_evidence_slope` = 0)
+    is then solved there by Brent's root finder. A root, unlike the flat top of the evidence
+    itself, is pinned down to rounding error, so a refit and online updates (the same
+    statistics summed in another order) agree on σ̂_n to ~1e-12.
+    """
+    low, high = np.log(floor), np.log(max(np.sqrt(yy), floor))
+    if high - low < 1e-9:
+        return floor
+    grid = np.linspace(low, high, _EVIDENCE_GRID)
+    best = int(np.argmax([_log_evidence(g, s, b2, yy, n) for g in grid]))
+    left, right = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+
+    def slope(g: float) -> float:
+        return _evidence_slope(g, s, b2, yy, n)
+
+    if slope(left) < 0 < slope(right):
+        return float(np.exp(scipy.optimize.brentq(slope, left, right, xtol=1e-15, rtol=4 * np.finfo(float).eps)))
+    if best == 0:
+        return floor  # the evidence falls from the floor on: (nearly) exact labels
+    return float(np.exp(grid[best]))  # a maximum at the upper end, or a flat evidence: the grid's best
 
 
 class BayesianLinearRewardModel(FeatureRewardModel):
@@ -42,8 +135,14 @@ class BayesianLinearRewardModel(FeatureRewardModel):
     :param observation_space: the env's observation space.
     :param action_space: the env's action space.
     :param n_members: K, the number of weight draws.
-    :param prior_std: σ_p, prior standard deviation of every weight.
-    :param noise_std: σ_n, standard deviation of the label noise.
+    :param prior_reward_scale: σ_r, the prior std of every weight, in reward units: a feature
+        the labels never exercised has reward std σ_r. None: derived at each :meth:`fit` on
+        reward labels as ``max |y|`` (tracking the largest label so far through
+        :meth:`update`), or 1.0 for preference fits, announced on the ``ruagent`` logger.
+        Until then the prior uses 1.0 and :attr:`prior_std` is None.
+    :param noise_std: σ_n, the std of the label noise. None (default): estimated by
+        maximising the evidence at every fit and update (see the module docstring); a float
+        keeps it fixed (the conjugate model with known noise).
     :param features: ``"transition"``, ``"env"`` (the env's ``reward_features``) or a callable
         ``(obs, action, next_obs) -> (B, D)``.
     :param random_fourier_features: M, map inputs through M random Fourier features; None
@@ -51,7 +150,8 @@ class BayesianLinearRewardModel(FeatureRewardModel):
     :param rff_lengthscale: ℓ of the RBF kernel the Fourier features approximate, in units
         of standardised inputs.
     :param bias: append a constant 1 to the basis (an intercept weight).
-    :param normalise_inputs: standardise inputs by the first label data (frozen after);
+    :param normalise_inputs: standardise inputs by the first label data (frozen after;
+        columns constant in the labels get :data:`~ruagent.reward_models.priors.CONSTANT_INPUT_SCALE`);
         default: only with random Fourier features, where the lengthscale needs it.
     :param seed: seeds the Fourier frequencies and the draws.
     """
@@ -63,8 +163,8 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         observation_space: gym.Space,
         action_space: gym.Space,
         n_members: int = 10,
-        prior_std: float = 1.0,
-        noise_std: float = 0.1,
+        prior_reward_scale: float | None = None,
+        noise_std: float | None = None,
         features: str | Callable = "transition",
         random_fourier_features: int | None = None,
         rff_lengthscale: float = 1.0,
@@ -75,10 +175,16 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         check_finite: bool = True,
     ) -> None:
         super().__init__(observation_space, action_space, n_members, features, member_probs, check_finite)
-        if prior_std <= 0 or noise_std <= 0:
-            raise ValueError(f"prior_std and noise_std must be > 0, got {prior_std}, {noise_std}")
-        self.prior_std = float(prior_std)
-        self.noise_std = float(noise_std)
+        for name, value in (("prior_reward_scale", prior_reward_scale), ("noise_std", noise_std)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {value}")
+        #: σ_r as declared (None: derived from the labels).
+        self.prior_reward_scale = None if prior_reward_scale is None else float(prior_reward_scale)
+        self._resolved_scale = self.prior_reward_scale
+        #: whether σ_n is estimated from the labels (``noise_std=None``).
+        self.learn_noise = noise_std is None
+        self._declared_noise_std = None if noise_std is None else float(noise_std)
+        self._noise_estimate: float | None = None
         self.n_fourier = None if random_fourier_features is None else int(random_fourier_features)
         self.rff_lengthscale = float(rff_lengthscale)
         self.bias = bool(bias)
@@ -87,6 +193,8 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         self._rff_seed, self._draw_seed = np.random.SeedSequence(seed).spawn(2)
         self.input_loc: np.ndarray | None = None
         self.input_scale: np.ndarray | None = None
+        self._default_prior = True
+        self._n_labels, self._yy, self._max_abs_label = 0, 0.0, 0.0  # the array statistics come with _build
         self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
@@ -103,13 +211,75 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         draws = np.random.default_rng(self._draw_seed)
         self._standard_normals = draws.standard_normal((self.n_members, self.basis_dim))
 
-    def _reset_to_prior(self) -> None:
+    def _scale(self) -> float:
+        """σ_r in use: resolved, or the provisional 1.0 before anything resolved it."""
+        return priors.DEFAULT_PREFERENCE_REWARD_SCALE if self._resolved_scale is None else self._resolved_scale
+
+    def _set_default_prior(self) -> None:
+        """The base prior N(0, σ_r² I) (the prior of the labels in the statistics)."""
         p = self.basis_dim
-        self._precision = np.eye(p) / self.prior_std**2
-        self._precision_mean = np.zeros(p)  # Φᵀy / σ_n², so that Λ μ = this
-        self._cov = np.eye(p) * self.prior_std**2
-        self._mean = np.zeros(p)
+        self._prior_mean = np.zeros(p)
+        self._prior_precision = np.eye(p) / self._scale() ** 2
+        self._default_prior = True
+
+    def _clear_statistics(self) -> None:
+        p = self.basis_dim
+        self._gram = np.zeros((p, p))  # ΦᵀΦ
+        self._moment = np.zeros(p)  # Φᵀy
+        self._yy = 0.0  # yᵀy
+        self._n_labels = 0
+        self._max_abs_label = 0.0
+
+    def _reset_to_prior(self) -> None:
+        self._set_default_prior()
+        self._clear_statistics()
+        self._noise_estimate = None
+        self._set_posterior_to_prior()
+
+    def _set_posterior_to_prior(self) -> None:
+        self._precision = self._prior_precision.copy()
+        self._precision_mean = self._prior_precision @ self._prior_mean  # Λμ
+        self._cov = scipy.linalg.cho_solve(scipy.linalg.cho_factor(self._precision), np.eye(self.basis_dim))
+        self._mean = self._prior_mean.copy()
         self._weights32: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def prior_std(self) -> float | None:
+        """σ_r in force: the declared ``prior_reward_scale`` or the one derived at the last fit;
+        None while neither exists (the prior then uses 1.0)."""
+        return self._resolved_scale
+
+    @property
+    def noise_std(self) -> float:
+        """σ_n: the declared value, or the current evidence estimate σ̂_n; with learned noise
+        and no reward labels yet, 1.0 (the Bradley–Terry unit, the scale preference fits assume)."""
+        if not self.learn_noise:
+            return self._declared_noise_std
+        return priors.DEFAULT_PREFERENCE_REWARD_SCALE if self._noise_estimate is None else self._noise_estimate
+
+    @property
+    def n_labels(self) -> int:
+        """Reward labels in the sufficient statistics (since the last fit or :meth:`set_posterior`)."""
+        return self._n_labels
+
+    def noise_floor(self) -> float:
+        """The least σ_n the evidence may choose: ``max(1e-3·max|y|, 1e-4·σ_r)``."""
+        return max(NOISE_FLOOR_LABEL * self._max_abs_label, NOISE_FLOOR_PRIOR * self._scale())
+
+    def resolve_prior_reward_scale(self, rewards: np.ndarray | None = None) -> float:
+        """σ_r: declared, already derived, or derived now from ``rewards`` (None: preference
+        data, 1.0), with the one-line notice of :func:`~ruagent.reward_models.priors.resolve_prior_reward_scale`.
+
+        Preference fitters call this before using the model's posterior as their prior; a
+        model still at its prior is rebuilt with the σ_r found.
+        """
+        if self._resolved_scale is None:
+            self._resolved_scale = priors.resolve_prior_reward_scale(None, rewards, type(self).__name__)
+            if self.in_dim is not None and self._default_prior:
+                self._set_default_prior()
+                self._recompute()
+        return self._resolved_scale
 
     # ------------------------------------------------------------------ posterior
     @property
@@ -136,7 +306,12 @@ class BayesianLinearRewardModel(FeatureRewardModel):
 
     def set_posterior(self, mean: np.ndarray, precision: np.ndarray) -> None:
         """Replace the posterior by N(mean, precision⁻¹), e.g. a Laplace approximation for a
-        preference (Bradley–Terry) likelihood. Draws keep their standard normals."""
+        preference (Bradley–Terry) likelihood. Draws keep their standard normals.
+
+        The reward-label statistics are cleared and this Gaussian becomes the prior of later
+        labels: :meth:`update` conditions it on new reward labels (with a learned σ_n, estimated
+        from the labels after this call only), while :meth:`fit` starts over from N(0, σ_r² I).
+        """
         if self.in_dim is None:
             raise RuntimeError(
                 "the model has not seen any features yet, so its basis width is unknown; call features() or fit() first"
@@ -146,10 +321,9 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         if mean.shape != (p,) or precision.shape != (p, p):
             raise ValueError(f"need mean ({p},) and precision ({p}, {p}); got {mean.shape}, {precision.shape}")
         precision = 0.5 * (precision + precision.T)
-        self._precision, self._mean = precision, mean
-        self._precision_mean = precision @ mean
-        self._cov = scipy.linalg.cho_solve(scipy.linalg.cho_factor(precision), np.eye(p))
-        self._weights32 = None
+        self._prior_mean, self._prior_precision, self._default_prior = mean.copy(), precision, False
+        self._clear_statistics()
+        self._set_posterior_to_prior()
 
     def resample(self, seed: int | None = None) -> None:
         """Draw K new members (fresh standard normals) from the current posterior."""
@@ -172,12 +346,12 @@ class BayesianLinearRewardModel(FeatureRewardModel):
     def set_input_normalisation(self, features: np.ndarray) -> None:
         """Standardise inputs by these label features (N, D) from now on (no-op unless ``normalise_inputs``).
 
+        Columns constant in the labels get scale :data:`~ruagent.reward_models.priors.CONSTANT_INPUT_SCALE`
+        (:func:`~ruagent.reward_models.priors.input_normalisation`), so they stay visible.
         Changes the basis, so call it before fitting (``fit`` and the first ``update`` do).
         """
         if self.normalise_inputs:
-            std = features.std(axis=0, dtype=np.float64)
-            self.input_loc = features.mean(axis=0, dtype=np.float64)
-            self.input_scale = np.where(std > 1e-6, std, 1.0)
+            self.input_loc, self.input_scale = priors.input_normalisation(features)
             self._weights32 = None
 
     # the name ruagent.preferences.fit used before the method was public
@@ -193,8 +367,57 @@ class BayesianLinearRewardModel(FeatureRewardModel):
             self.set_input_normalisation(features)
         return self.basis(features), np.asarray(rewards, dtype=np.float64), features
 
+    def _add_statistics(self, phi: np.ndarray, y: np.ndarray) -> None:
+        self._gram = self._gram + phi.T @ phi
+        self._moment = self._moment + phi.T @ y
+        self._yy += float(y @ y)
+        self._n_labels += len(y)
+        if len(y):
+            self._max_abs_label = max(self._max_abs_label, float(np.max(np.abs(y))))
+
+    def _recompute(self) -> None:
+        """The posterior from the base prior and the statistics (σ_n re-estimated if learned)."""
+        if not self.learn_noise:
+            noise_var = self._declared_noise_std**2
+            self._precision = self._prior_precision + self._gram / noise_var
+            self._precision_mean = self._prior_precision @ self._prior_mean + self._moment / noise_var
+            factor = scipy.linalg.cho_factor(self._precision)
+            self._mean = scipy.linalg.cho_solve(factor, self._precision_mean)
+            self._cov = scipy.linalg.cho_solve(factor, np.eye(self.basis_dim))
+            self._weights32 = None
+            return
+        if self._n_labels == 0:
+            self._set_posterior_to_prior()
+            return
+        # whiten by the base prior N(m₀, Λ₀⁻¹), Λ₀ = L₀L₀ᵀ: w = m₀ + L₀⁻ᵀv with v ~ N(0, I), and the
+        # residual labels y − Φm₀ = Φ̃v + ε with Φ̃ = ΦL₀⁻ᵀ; then the evidence needs only Φ̃ᵀΦ̃'s eigenvalues
+        m0 = self._prior_mean
+        chol0 = np.linalg.cholesky(self._prior_precision)
+        unwhiten = scipy.linalg.solve_triangular(chol0, np.eye(self.basis_dim), lower=True, trans="T")  # L₀⁻ᵀ
+        gram_w = unwhiten.T @ self._gram @ unwhiten
+        moment_w = unwhiten.T @ (self._moment - self._gram @ m0)
+        yy_w = self._yy - 2 * float(m0 @ self._moment) + float(m0 @ self._gram @ m0)
+        s, q = np.linalg.eigh(0.5 * (gram_w + gram_w.T))
+        s = np.maximum(s, 0.0)
+        b = q.T @ moment_w
+        noise = _maximise_evidence(s, b * b, max(yy_w, 0.0), self._n_labels, self.noise_floor())
+        self._noise_estimate = noise
+        noise_var = noise**2
+        shrink = 1.0 / (1.0 + s / noise_var)  # posterior variances of v along the eigenvectors
+        directions = unwhiten @ q  # (P, P): w-space directions of v's eigenvectors
+        self._mean = m0 + directions @ (shrink * b / noise_var)
+        cov = (directions * shrink) @ directions.T
+        self._cov = 0.5 * (cov + cov.T)
+        self._precision = self._prior_precision + self._gram / noise_var
+        self._precision = 0.5 * (self._precision + self._precision.T)
+        self._precision_mean = self._prior_precision @ m0 + self._moment / noise_var
+        self._weights32 = None
+
     def fit(self, data: Any, env: gym.Env | None = None, progress_bar: bool = False) -> BayesianLinearRewardModel:
-        """Closed-form posterior from the prior and these labels (forgets earlier data).
+        """Posterior from the prior N(0, σ_r² I) and these labels (forgets earlier data).
+
+        With ``prior_reward_scale=None`` σ_r is derived from these labels (``max |y|``); with
+        ``noise_std=None`` σ_n is estimated by maximising the evidence.
 
         :param data: :class:`ruagent.data.Transitions` or ``(obs, action, next_obs, reward)``.
         :param env: binds ``features="env"`` (and checks spaces) first.
@@ -206,26 +429,45 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         if self.in_dim is not None:
             self.input_loc = self.input_scale = None
         phi, y, features = self._labelled_basis(data, env, first=True)
+        if self.prior_reward_scale is None and len(y):
+            self._resolved_scale = priors.resolve_prior_reward_scale(None, y, type(self).__name__)
         self._reset_to_prior()
-        noise_var = self.noise_std**2
-        self._precision = self._precision + phi.T @ phi / noise_var
-        self._precision_mean = phi.T @ y / noise_var
-        factor = scipy.linalg.cho_factor(self._precision)
-        self._mean = scipy.linalg.cho_solve(factor, self._precision_mean)
-        self._cov = scipy.linalg.cho_solve(factor, np.eye(self.basis_dim))
+        self._add_statistics(phi, y)
+        self._recompute()
         self.set_reward_statistics(features)
         return self
 
     def update(self, data: Any, env: gym.Env | None = None, progress_bar: bool = False) -> BayesianLinearRewardModel:
-        """Add labels to the posterior by rank-one (Sherman–Morrison) updates, one transition each.
+        """Add labels to the posterior; equivalent to refitting on all labels seen so far.
 
-        Equivalent to refitting on all labels seen so far. Input standardisation (for
-        Fourier features) stays frozen at the first data. ``reward_loc``/``reward_scale`` are
-        set on the first data only; call :meth:`set_reward_statistics` to refresh them.
+        With a fixed σ_n: rank-one (Sherman–Morrison) updates, one transition each. With a
+        learned σ_n: σ_n is re-estimated from the updated statistics and the posterior
+        recomputed. A derived σ_r follows the largest label so far (the posterior is then
+        recomputed too). After :meth:`set_posterior` the Gaussian set there is the prior of
+        these labels. Input standardisation (for Fourier features) stays frozen at the first
+        data. ``reward_loc``/``reward_scale`` are set on the first data only; call
+        :meth:`set_reward_statistics` to refresh them.
         """
         first = self.input_loc is None and self.reward_loc is None
         phi, y, features = self._labelled_basis(data, env, first=first)
-        noise_var = self.noise_std**2
+        self._add_statistics(phi, y)
+        prior_changed = False
+        if self.prior_reward_scale is None and self._default_prior and self._n_labels:
+            largest = np.array([self._max_abs_label])
+            if priors.default_prior_reward_scale(largest) != self._resolved_scale:
+                self._resolved_scale = priors.resolve_prior_reward_scale(None, largest, type(self).__name__)
+                self._set_default_prior()
+                prior_changed = True
+        if self.learn_noise or prior_changed:
+            self._recompute()
+        else:
+            self._rank_one_updates(phi, y, progress_bar)
+        if self.reward_loc is None:
+            self.set_reward_statistics(features)
+        return self
+
+    def _rank_one_updates(self, phi: np.ndarray, y: np.ndarray, progress_bar: bool) -> None:
+        noise_var = self._declared_noise_std**2
         cov, mean = self._cov, self._mean.copy()
         rows = tqdm(zip(phi, y), total=len(y), desc="update posterior", disable=not progress_bar, leave=False)
         for row, label in rows:
@@ -238,9 +480,6 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         self._precision = self._precision + phi.T @ phi / noise_var
         self._precision_mean = self._precision_mean + phi.T @ y / noise_var
         self._weights32 = None
-        if self.reward_loc is None:
-            self.set_reward_statistics(features)
-        return self
 
     # ------------------------------------------------------------------ prediction
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
@@ -249,12 +488,25 @@ class BayesianLinearRewardModel(FeatureRewardModel):
             self._weights32 = np.ascontiguousarray(self.weights.T.astype(np.float32))  # (P, K)
         return (self.basis(features, np.float32) @ self._weights32).T
 
+    def _feature_moments(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean ``φᵀμ`` and std ``√(φᵀΣφ)`` (B,) float64 of the reward function (without
+        label noise) at raw features (B, D)."""
+        phi = self.basis(features)
+        variance = np.einsum("bi,bi->b", phi @ self._cov, phi)
+        return phi @ self._mean, np.sqrt(np.maximum(variance, 0.0))
+
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         config = {
             "n_members": self.n_members,
-            "prior_std": self.prior_std,
-            "noise_std": self.noise_std,
+            "prior_reward_scale": self.prior_reward_scale,
+            "prior_reward_scale_resolved": self._resolved_scale,
+            "noise_std": self._declared_noise_std,
+            "noise_std_estimate": self._noise_estimate,
+            "default_prior": self._default_prior,
+            "n_labels": self._n_labels,
+            "label_sum_of_squares": self._yy,
+            "max_abs_label": self._max_abs_label,
             "random_fourier_features": self.n_fourier,
             "rff_lengthscale": self.rff_lengthscale,
             "bias": self.bias,
@@ -271,6 +523,10 @@ class BayesianLinearRewardModel(FeatureRewardModel):
                 "cov": self._cov,
                 "mean": self._mean,
                 "standard_normals": self._standard_normals,
+                "prior_mean": self._prior_mean,
+                "prior_precision": self._prior_precision,
+                "gram": self._gram,
+                "moment": self._moment,
             }
             if self.rff is not None:
                 arrays.update(rff_frequencies=self.rff.frequencies, rff_phases=self.rff.phases)
@@ -287,12 +543,14 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         config: dict[str, Any],
         tensors: dict[str, torch.Tensor],
     ) -> BayesianLinearRewardModel:
+        legacy = "prior_std" in config  # files from before prior_reward_scale and learned noise
+        declared_scale = config["prior_std"] if legacy else config["prior_reward_scale"]
         inputs = RewardInputs.from_record(observation_space, action_space, config["features"])
         model = cls(
             observation_space,
             action_space,
             n_members=config["n_members"],
-            prior_std=config["prior_std"],
+            prior_reward_scale=declared_scale,
             noise_std=config["noise_std"],
             features="env",  # built below from the saved arrays
             random_fourier_features=config["random_fourier_features"],
@@ -302,6 +560,8 @@ class BayesianLinearRewardModel(FeatureRewardModel):
             seed=config["seed"],
         )
         model._inputs = inputs
+        if not legacy:
+            model._resolved_scale = config["prior_reward_scale_resolved"]
         if config["in_dim"] is not None:
             arrays = {name: t.numpy().astype(np.float64) for name, t in tensors.items()}
             model._build(int(config["in_dim"]))
@@ -311,17 +571,34 @@ class BayesianLinearRewardModel(FeatureRewardModel):
                 )
             p = model.basis_dim
             expected = {"precision": (p, p), "precision_mean": (p,), "cov": (p, p), "mean": (p,)}
+            if not legacy:
+                expected.update(prior_mean=(p,), prior_precision=(p, p), gram=(p, p), moment=(p,))
             for name, shape in {**expected, "standard_normals": (model.n_members, p)}.items():
+                if name not in arrays:
+                    raise ValueError(f"array {name} is missing")
                 if arrays[name].shape != shape:
                     raise ValueError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
             model._precision, model._precision_mean = arrays["precision"], arrays["precision_mean"]
             model._cov, model._mean = arrays["cov"], arrays["mean"]
             model._standard_normals = arrays["standard_normals"]
             model.input_loc, model.input_scale = arrays.get("input_loc"), arrays.get("input_scale")
+            if legacy:
+                # no statistics were saved: the saved posterior is the prior of later labels
+                model._prior_mean, model._prior_precision = model._mean.copy(), model._precision.copy()
+                model._default_prior = False
+            else:
+                model._prior_mean, model._prior_precision = arrays["prior_mean"], arrays["prior_precision"]
+                model._gram, model._moment = arrays["gram"], arrays["moment"]
+                model._default_prior = bool(config["default_prior"])
+                model._n_labels = int(config["n_labels"])
+                model._yy = float(config["label_sum_of_squares"])
+                model._max_abs_label = float(config["max_abs_label"])
+                model._noise_estimate = config["noise_std_estimate"]
         return model
 
     def __repr__(self) -> str:
+        noise = f"learned {self.noise_std:.4g}" if self.learn_noise else f"{self.noise_std}"
         return (
-            f"BayesianLinearRewardModel(K={self.n_members}, prior_std={self.prior_std}, noise_std={self.noise_std}, "
+            f"BayesianLinearRewardModel(K={self.n_members}, prior_reward_scale={self.prior_std}, noise_std={noise}, "
             f"features={self.features_mode!r}, random_fourier_features={self.n_fourier}, in_dim={self.in_dim})"
         )

@@ -11,11 +11,13 @@ B = n_envs) are thin skins over it, so both give the same rewards for the same m
 Modes (the scalar the agent sees, per step, from the K member rewards r_k and the member
 probabilities p_k of the posterior):
 
-- ``mean``: Σ p_k r_k, the posterior mean.
+- ``mean``: the posterior mean of the reward (analytic where the family has one, e.g. the
+  linear family's φᵀμ; else Σ p_k r_k over the members).
 - ``sample``: r_k for one member k ~ p drawn at each episode start (Thompson sampling over
   reward hypotheses, as in posterior sampling for RL: Osband, Russo & Van Roy, NeurIPS 2013).
 - ``sample_step``: a fresh k ~ p every step.
-- ``lcb``: mean − c·std, a lower confidence bound (:func:`ruagent.risk.mean_std`).
+- ``lcb``: mean − c·std with the posterior's mean and std (analytic where available), a lower
+  confidence bound.
 - ``worst``: min over members with p_k > 0 (:func:`ruagent.risk.worst`).
 - ``cvar``: CVaR_α over members (:func:`ruagent.risk.cvar`; Rockafellar & Uryasev, 2000).
 
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ruagent import risk
-from ruagent.reward_models.base import RewardModel, load_reward_model
+from ruagent.reward_models.base import RewardModel, load_reward_model, member_moments
 
 __all__ = [
     "MODES",
@@ -70,8 +72,9 @@ class PosteriorRewards:
 
     :ivar rewards: (B,) float32, the scalar reward of the mode (what the agent sees).
     :ivar members: (K, B) float32, every member's reward (standardised if asked).
-    :ivar mean: (B,) float64, probability-weighted mean over members.
-    :ivar std: (B,) float64, probability-weighted standard deviation over members.
+    :ivar mean: (B,) float64, the posterior mean of the reward (``RewardModel.predict_moments``:
+        analytic where the family has it, else the probability-weighted member mean).
+    :ivar std: (B,) float64, the posterior standard deviation, likewise.
     :ivar episodes: env index -> proxy episode summary, for the envs whose episode ended:
         ``{"r": proxy return (sum of ``rewards``), "l": length, "r_mean": sum of ``mean``,
         "r_members": (K,) float32 per-member returns}``.
@@ -132,8 +135,6 @@ class PosteriorRewardCore:
         self.cvar_alpha = float(cvar_alpha)
         self.standardise = bool(standardise)
         self._risk_measure = {
-            "mean": risk.make("mean"),
-            "lcb": risk.make("mean_std", lam=self.lcb_c),
             "worst": risk.make("worst"),
             "cvar": risk.make("cvar", alpha=self.cvar_alpha),
         }.get(mode)
@@ -199,15 +200,19 @@ class PosteriorRewardCore:
         :param dones: (B,) bool, True where the episode ended with this transition.
         """
         b = self.n_envs
-        members = self.reward_model.predict(obs, action, next_obs)
+        members, mean, std = self.reward_model.predict_moments(obs, action, next_obs)
         k = self.reward_model.n_members
         assert members.shape == (k, b), f"reward model gave shape {members.shape}, expected (K={k}, B={b})"
-        if self.standardise:
-            members = self.reward_model.standardise(members)
         probs = self.reward_model.member_probs
-        mean = probs @ members
-        std = np.sqrt(probs @ np.square(members - mean))
-        if self._risk_measure is not None:
+        if self.standardise:
+            # per-member standardisation has no analytic counterpart: moments of the standardised draws
+            members = self.reward_model.standardise(members)
+            mean, std = member_moments(members, probs)
+        if self.mode == "mean":
+            rewards = mean.astype(np.float32)
+        elif self.mode == "lcb":
+            rewards = (mean - self.lcb_c * std).astype(np.float32)
+        elif self._risk_measure is not None:
             # uniform probs go in as None: same maths, without re-validating them every step
             risk_probs = None if self._probs_are_uniform(probs) else probs
             rewards = self._risk_measure.value(members, risk_probs).astype(np.float32)

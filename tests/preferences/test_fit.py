@@ -110,3 +110,29 @@ def test_linear_fit_refuses_fewer_pairs_than_its_posterior_already_holds():
     fitter.fit(pairs, labels)
     with pytest.raises(ValueError, match="already holds 6 labels"):
         fitter.fit(pairs[np.arange(3)], labels[:3])
+
+
+def test_laplace_fit_of_an_undeclared_prior_uses_bradley_terry_units(caplog):
+    env, pairs, labels = _labelled(40, seed=5)
+    model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=2, features=next_obs_features)
+    assert model.prior_std is None
+    fitter = LinearPreferenceFitter(model)
+    with caplog.at_level("WARNING", logger="ruagent"):
+        fitter.fit(pairs, labels)
+    assert model.prior_std == 1.0 and "Bradley-Terry" in caplog.text
+    np.testing.assert_allclose(fitter.posterior.prior_precision, np.eye(model.basis_dim))  # N(0, 1² I)
+    np.testing.assert_allclose(model.posterior_precision, fitter.posterior.precision)
+
+
+def test_laplace_fit_after_reward_labels_keeps_their_prior_scale(caplog):
+    from ruagent.data import collect_transitions
+
+    env, pairs, labels = _labelled(40, seed=6)
+    model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=2, features=next_obs_features)
+    model.fit(collect_transitions(env, 50, seed=0))
+    scale, prior_precision = model.prior_std, model.posterior_precision
+    fitter = LinearPreferenceFitter(model)
+    with caplog.at_level("WARNING", logger="ruagent"):
+        fitter.fit(pairs, labels)
+    assert model.prior_std == scale and "Bradley-Terry" not in caplog.text
+    np.testing.assert_array_equal(fitter.posterior.prior_precision, prior_precision)

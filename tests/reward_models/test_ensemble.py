@@ -41,7 +41,7 @@ def test_randomised_priors_alone_create_the_off_data_disagreement(toy_1d):
     """Identical trainable nets, full-batch data, no bootstrap: only the priors differ."""
     spreads = {}
     for prior_scale in (0.0, 1.0):
-        model = _toy_model(n_members=6, prior_scale=prior_scale, bootstrap=False)
+        model = _toy_model(n_members=6, prior_reward_scale=prior_scale, bootstrap=False)
         model.features(*toy_1d[:3])  # build
         for param in model.parameters():
             param.data[:] = param.data[:1]
@@ -56,14 +56,14 @@ def test_randomised_priors_alone_create_the_off_data_disagreement(toy_1d):
 
 
 def test_untrained_members_are_prior_functions_that_differ():
-    model = _toy_model(prior_scale=1.0)
+    model = _toy_model(prior_reward_scale=1.0)
     rewards = _predict_1d(model, np.linspace(-1, 1, 16))
     assert rewards.std(0).min() > 0  # K different functions before any data
     np.testing.assert_array_equal(rewards, _predict_1d(model, np.linspace(-1, 1, 16)))  # fixed draws
 
 
 def test_prior_scale_zero_removes_the_prior_nets_contribution():
-    scaled, unscaled = _toy_model(prior_scale=0.0), _toy_model(prior_scale=0.0)
+    scaled, unscaled = _toy_model(prior_reward_scale=0.0), _toy_model(prior_reward_scale=0.0)
     for prior in scaled._prior:  # different priors, same trainable nets: same predictions
         prior.mul_(3.0)
     x = np.linspace(-2, 2, 8)
@@ -162,7 +162,7 @@ def test_early_stopping_on_pure_noise_labels():
     rng = np.random.default_rng(0)
     obs = rng.uniform(-1, 1, (200, 1)).astype(np.float32)
     noise = rng.standard_normal(200).astype(np.float32)
-    model = _toy_model(n_members=3)
+    model = _toy_model(n_members=3, prior_reward_scale=1.0)  # a prior as wide as the noise: little to cancel
     history = model.fit((obs, np.zeros(200, dtype=np.int64), obs, noise), epochs=400, patience=5, progress_bar=False)
     assert history["epochs"] < 400  # held-out loss on noise stops improving early
     best = np.argmin(history["val_loss"])
@@ -176,7 +176,7 @@ def test_bootstrap_gives_members_different_data():
     x = np.linspace(-1, 1, 16)
     spread = {}
     for bootstrap in (True, False):
-        model = _toy_model(n_members=6, prior_scale=0.0, bootstrap=bootstrap)
+        model = _toy_model(n_members=6, prior_reward_scale=0.0, bootstrap=bootstrap)
         model.features(*labels[:3])  # builds the nets (callable features have no width until seen)
         for param in model.parameters():  # identical initial members: only the data can differ
             param.data[:] = param.data[:1]
@@ -199,11 +199,47 @@ def test_env_features_through_bind_and_fit():
 
 
 def test_bad_inputs_give_clear_errors(toy_1d):
-    with pytest.raises(ValueError, match="prior_scale"):
-        _toy_model(prior_scale=-1)
+    with pytest.raises(ValueError, match="prior_reward_scale"):
+        _toy_model(prior_reward_scale=-1)
     model = _toy_model()
     with pytest.raises(TypeError, match="Transitions or a tuple"):
         model.fit(toy_1d[:3], progress_bar=False)
     model.fit(toy_1d, epochs=1, progress_bar=False)
     with pytest.raises(ValueError, match="width 2 but this EnsembleRewardModel was built for width 1"):
         model.features(np.zeros((4, 2)), np.zeros(4, dtype=np.int64), np.zeros((4, 2)))
+
+
+def test_a_never_labelled_one_hot_column_gets_the_prior_reward_scale():
+    """A feature the labels never switched on keeps a spread of at least σ_r (documented floor: σ_r)."""
+    rng = np.random.default_rng(0)
+    seen = np.eye(3, dtype=np.float32)[rng.integers(0, 2, 400)]  # column 2 is never active
+    labels = (seen, np.zeros(400, dtype=np.int64), seen, seen @ np.array([-0.1, 0.5, -2.0], dtype=np.float32))
+    for declared in (None, 3.0):
+        model = EnsembleRewardModel(gym.spaces.Box(0, 1, (3,)), gym.spaces.Discrete(1), n_members=10,
+                                    hidden_sizes=(32, 32), features=obs_only, seed=0, prior_reward_scale=declared)
+        model.fit(labels, epochs=100, progress_bar=False)
+        scale = 0.5 if declared is None else declared  # the default is the largest label magnitude, 0.5
+        assert model.prior_reward_scale == scale
+        unseen = np.eye(3, dtype=np.float32)[[2]]
+        assert _spread(model, unseen) >= scale
+        assert _spread(model, seen[:50]) < 0.05 * scale  # sharp where the labels are
+
+
+def test_a_far_away_input_gets_a_spread_in_reward_units(toy_1d):
+    """Far beyond the labelled interval the prior nets' disagreement returns: at least σ_r / 2 at 5x the range."""
+    model = _toy_model(prior_reward_scale=2.0)
+    model.fit(toy_1d, epochs=150, batch_size=64, lr=3e-3, progress_bar=False)
+    assert _predict_1d(model, np.linspace(5, 6, 16)).std(0).mean() >= 0.5 * 2.0
+    assert _predict_1d(model, np.linspace(-1, 1, 16)).std(0).mean() < 0.05 * 2.0
+
+
+def test_the_default_prior_reward_scale_is_announced(toy_1d, caplog):
+    model = _toy_model()
+    model.fit(toy_1d, epochs=2, progress_bar=False)
+    assert model.prior_reward_scale == pytest.approx(float(np.abs(toy_1d[3]).max()))
+    assert "prior_reward_scale not given" in caplog.text and model.declared_prior_reward_scale is None
+
+
+def _spread(model, features):
+    members = model.predict(features, np.zeros(len(features), dtype=np.int64), features)
+    return float(members.std(0).mean())

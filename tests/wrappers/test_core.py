@@ -175,3 +175,26 @@ def test_batch_one_and_replace_rows_handle_nested_observations():
     np.testing.assert_array_equal(replaced["b"][0], [0, 3, 0])
     np.testing.assert_array_equal(replaced["b"][1], [[0], [4], [0]])
     assert batch["a"].sum() == 0, "the input batch is not modified"
+
+
+@pytest.mark.parametrize("mode", ["mean", "lcb"])
+def test_mean_and_lcb_use_the_families_analytic_posterior_moments(mode):
+    """With three draws of a linear posterior, their average is not the posterior mean φᵀμ: the
+    mean mode, info's reward_mean/std and lcb must be the analytic ones."""
+    from ruagent.reward_models import BayesianLinearRewardModel
+
+    env = gym.make("CartPole-v1")
+    obs, actions, next_obs = _batch(env, 64, seed=1)
+    model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=3, seed=0,
+                                      prior_reward_scale=1.0)
+    model.fit((obs, actions, next_obs, obs[:, 0]))  # the pole velocity columns stay unconstrained
+    core = PosteriorRewardCore(model, N_ENVS, mode=mode, lcb_c=2.0, seed=0)
+    core.start_episodes(np.ones(N_ENVS, bool))
+    out = core.step(obs[:N_ENVS] * 5, actions[:N_ENVS], next_obs[:N_ENVS] * 5, np.zeros(N_ENVS, bool))
+    phi = model.basis(model.features(obs[:N_ENVS] * 5, actions[:N_ENVS], next_obs[:N_ENVS] * 5))
+    mean, std = phi @ model.posterior_mean, np.sqrt(np.einsum("bp,pq,bq->b", phi, model.posterior_cov, phi))
+    np.testing.assert_allclose(out.mean, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.std, std, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out.mean, out.members.mean(axis=0), atol=1e-3)
+    expected = mean if mode == "mean" else mean - 2.0 * std
+    np.testing.assert_allclose(out.rewards, expected, rtol=1e-5, atol=1e-5)
