@@ -77,7 +77,8 @@ def _opt(default: Any, help: str, kind: type | tuple[type, ...] | None = None, *
 
 #: Every config key, dotted, in the order ``--help`` shows them.
 SCHEMA: dict[str, Option] = {
-    "name": _opt(None, "run folder name under runs_dir (default: <env>-<algo>-s<seed>-<time>)", str, nullable=True),
+    "name": _opt(None, "run folder name under runs_dir, one plain folder name (default: "
+                       "<env>-<algo>-s<seed>-<time>-<4 hex>)", str, nullable=True),
     "runs_dir": _opt("runs", "folder that holds run folders"),
     "seed": _opt(0, "seed for labels, posterior, envs and agents (a run is reproducible from it)", minimum=0),
     "device": _opt("auto", "torch device for the posterior and agents: auto, cpu, cuda, cuda:1, mps"),

@@ -37,7 +37,7 @@ import yaml
 
 from ruagent.cli import config as config_lib
 from ruagent.cli.config import ConfigError
-from ruagent.cli.run_dir import RunDir
+from ruagent.cli.run_dir import RunDir, run_path, validate_run_name
 from ruagent.io import atomic_write_text
 
 __all__ = ["INSTALL_HINT", "SWEEP_KEYS", "Trial", "build_parser", "expand_trials", "is_finished", "load_sweep", "main",
@@ -107,8 +107,7 @@ def load_sweep(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
         raise ConfigError("`grid:` must map axes to lists of values, e.g. grid: {seed: [0, 1, 2]}")
     if not isinstance(spec["resources"], dict):
         raise ConfigError(f"`resources:` must be a mapping such as {{cpu: 1, gpu: 0}}, got {spec['resources']!r}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", str(spec["name"])):
-        raise ConfigError(f"name={spec['name']!r} must be a plain folder name (letters, digits, . _ + = -)")
+    validate_run_name(str(spec["name"]), "sweep name")  # a RunNameError (ConfigError) naming the rule
     concurrent = spec["max_concurrent"]
     if concurrent is not None and not (isinstance(concurrent, int) and concurrent >= 1):
         raise ConfigError(f"max_concurrent={spec['max_concurrent']!r}: give a number of trials >= 1, or null")
@@ -197,6 +196,7 @@ def expand_trials(spec: Mapping[str, Any], folder: Path, runs_dir: Path) -> list
         name = params_label(params)
         name = name if name not in names else f"{name}-{len(trials)}"
         names.add(name)
+        validate_run_name(name, "trial name")  # its run folder's name (labels are file-name-safe already)
         settings = {key: value for setting in point for key, value in setting.items()}
         base = _resolve_base(settings.pop("config", spec["config"]), folder)
         try:
@@ -225,18 +225,27 @@ def run_trial(space: dict[str, Any]) -> None:
 
     A retry after a failure finds the folder of the failed attempt and continues it like
     ``train.py --resume`` (the posterior is reused, finished agents skipped, checkpoints resumed).
+    Like train.py, the trial holds its run folder's lock while it writes it: a new folder is
+    created exclusively, an existing one is opened with the lock, and a folder another live
+    process is writing fails the trial (:class:`ruagent.cli.run_dir.RunLockedError`, naming its PID).
     Reports the evaluation's headline estimates (``<agent>/<metric>``) to Tune.
     """
     from ruagent.cli.train import run_stages
 
     trial = space["trial"]
-    path = Path(trial["config"]["runs_dir"]) / trial["name"]
-    run = RunDir(path) if (path / RunDir.CONFIG).is_file() else RunDir.create(path)
-    if not run.config_path.is_file():
-        run.write_config(trial["config"])
-    run.update_meta(stage="all", argv=space["argv"], status="running", sweep=space["sweep"],
-                    trial_params=trial["params"])
-    run_stages(run.read_config(), run, "all")
+    path = run_path(trial["config"]["runs_dir"], trial["name"])
+    if (path / RunDir.CONFIG).is_file():
+        run = RunDir.open(path, lock=True)
+    else:  # new, or left by an attempt killed before its config.yaml: only a folder ruagent made is replaced
+        run = RunDir.create(path, force=(path / RunDir.MARKER).is_file())
+    try:
+        if not run.config_path.is_file():
+            run.write_config(trial["config"])
+        run.update_meta(stage="all", argv=space["argv"], status="running", sweep=space["sweep"],
+                        trial_params=trial["params"])
+        run_stages(run.read_config(), run, "all")
+    finally:
+        run.release()
     result = json.loads(run.eval_path.read_text(encoding="utf-8"))
     headline = {f"{agent}/{name}": value["estimate"] for agent, entry in result["agents"].items()
                 for name, value in entry["metrics"].items() if value is not None}

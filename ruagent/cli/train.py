@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ruagent.cli import config as config_lib
 from ruagent.cli.config import ConfigError
-from ruagent.cli.run_dir import RunDir, RunExistsError, RunNotFoundError
+from ruagent.cli.run_dir import (
+    RunDir,
+    RunExistsError,
+    RunLockedError,
+    RunNotFoundError,
+    default_run_name,
+    run_path,
+    validate_run_name,
+)
 
 __all__ = ["STAGES", "build_parser", "main", "run_stages"]
 
@@ -71,9 +78,12 @@ def _common_options() -> argparse.ArgumentParser:
     run = common.add_argument_group("run folder")
     run.add_argument("--name", help=_flag_help("name"))
     run.add_argument("--runs-dir", help=_flag_help("runs_dir"))
-    run.add_argument("--force", action="store_true", help="overwrite an existing run folder of the same name")
+    run.add_argument("--force", action="store_true",
+                     help="replace an existing run folder of the same name, if train.py made it (it holds a "
+                          ".ruagent-run marker) and no live process is writing it")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue a killed run from its last checkpoint (its config.yaml is used as is)")
+                     help="continue a killed run from its last checkpoint (its config.yaml is used as is); refused "
+                          "while another process is writing the run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (config key progress_bar)")
     return common
 
@@ -116,6 +126,12 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults <- --config <- --set <- flags, validated; the name gets a default."""
+    return _resolve_config(args)[0]
+
+
+def _resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """(:func:`resolve_config`, whether the run name is a default one). A name given by --name, --set
+    name=... or the config file must be one plain folder name (:func:`ruagent.cli.run_dir.validate_run_name`)."""
     overrides = list(args.overrides)
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
                   if getattr(args, flag) is not None and flag not in ("name", "runs_dir", "env", "device")]
@@ -127,10 +143,32 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_progress:
         config["progress_bar"] = False
     config = config_lib.validate(config)
-    if config["name"] is None:
-        env_name = config["env"]["id"].split("/")[-1]
-        config["name"] = f"{env_name}-{config['agent']['algo']}-s{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return config
+    defaulted = config["name"] is None
+    if defaulted:
+        config["name"] = _default_name(config)
+    else:
+        validate_run_name(config["name"])
+    return config, defaulted
+
+
+def _default_name(config: dict[str, Any]) -> str:
+    return default_run_name(config["env"]["id"], config["agent"]["algo"], config["seed"])
+
+
+def _create_run(config: dict[str, Any], force: bool, defaulted: bool) -> RunDir:
+    """The run folder ``runs_dir/name``, created exclusively and locked; a default name that another run
+    took in the same second is drawn again."""
+    for attempt in range(8):
+        path = run_path(config["runs_dir"], config["name"])
+        try:
+            return RunDir.create(path, force=force)
+        except RunLockedError:
+            raise
+        except RunExistsError:
+            if not defaulted or attempt == 7:
+                raise
+            config["name"] = _default_name(config)
+    raise AssertionError("unreachable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,17 +179,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sweep.main(argv[1:])
     _, args = _parse(argv)
+    run = None
     try:
         if args.resume:
             if args.config or args.overrides or any(getattr(args, f) is not None for f in _FLAG_KEYS):
                 raise ConfigError("--resume takes its config from RUN_DIR/config.yaml; drop --config, --set and "
                                   "the config flags (or start a new run with --name)")
-            run = RunDir.open(args.resume)
+            # the resumed run is written by this process only: a live writer's lock refuses it (naming its PID)
+            run = RunDir.open(args.resume, lock=not args.print_config)
             config = run.read_config()
             if args.no_progress:
                 config["progress_bar"] = False
         else:
-            config = resolve_config(args)
+            config, defaulted = _resolve_config(args)
+            run_path(config["runs_dir"], config["name"])  # inside runs_dir, links resolved (checked early: cheap)
         from ruagent.cli import factory
 
         factory.check_buildable(config)
@@ -161,13 +202,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(config_lib.dump(config), end="")
             return 0
         if not args.resume:
-            run = RunDir.create(f"{config['runs_dir']}/{config['name']}", force=args.force)
+            # the name is checked (one plain folder name, inside runs_dir) before anything is created
+            run = _create_run(config, args.force, defaulted)
             run.write_config(config)
         run.update_meta(stage=args.stage if not args.resume else run.read_meta().get("stage", args.stage),
                         argv=list(sys.argv), status="running")
-    except (ConfigError, RunExistsError, RunNotFoundError) as exc:
+    except (ConfigError, RunExistsError, RunNotFoundError, NotADirectoryError) as exc:
+        if run is not None:
+            run.release()
         args.stage_parser.error(str(exc))  # exits with status 2
-    return run_stages(config, run, args.stage, getattr(args, "reward_model", None))
+    try:
+        return run_stages(config, run, args.stage, getattr(args, "reward_model", None))
+    finally:
+        run.release()  # (a killed process's lock is dropped by the OS)
 
 
 def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: str | None = None) -> int:
