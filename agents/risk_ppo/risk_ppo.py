@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from ruagent import risk as risk_measures
 from ruagent.agents.risk_ppo.buffers import DictRiskRolloutBuffer, RiskRolloutBuffer
 from ruagent.agents.risk_ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from ruagent.reward_models.base import align_member_offsets
 
 __all__ = ["RiskPPO"]
 
@@ -76,10 +77,11 @@ class RiskPPO(PPO):
     :param risk_kwargs: the measure's parameters, e.g. ``{"alpha": 0.05}`` for cvar.
     :param risk_anneal_fraction: fraction of training over which the risk level moves
         linearly from the mean (risk-neutral) to the target; 0 uses the target throughout.
-    :param standardise_rewards: map member rewards to (r_k − loc_k)/scale_k with the reward
-        model's label-data statistics (``reward_loc``/``reward_scale``), so constant offsets
-        between members carry no risk signal; read again at every rollout, so a posterior
-        refitted during training is standardised by its own statistics.
+    :param standardise_rewards: shift member rewards to ``r_k − loc_k + Σ_j p_j loc_j`` with the
+        reward model's label-data means (``reward_loc``), so constant offsets between members
+        carry no risk signal, while the common level (a survival reward) and the spread in
+        reward units stay (:meth:`ruagent.RewardModel.standardise`); read again at every
+        rollout, so a posterior refitted during training is aligned by its own statistics.
     :param objective_estimate: how J_k is estimated from a rollout: ``"return"`` (default),
         the mean TD(λ) return R_k over episode-start states, or ``"value"``, the mean critic
         value V_k there (over all states when no episode starts in the rollout). See
@@ -217,9 +219,7 @@ class RiskPPO(PPO):
                 f"n_members={self.n_members}; use the reward model this agent was built with"
             )
         if self.standardise_rewards:
-            loc = np.asarray(self.reward_loc, dtype=np.float32)
-            scale = np.asarray(self.reward_scale, dtype=np.float32)
-            members = (members - loc) / scale
+            members = align_member_offsets(members.T, self.reward_loc, self.member_probs).T
         return members
 
     def _bootstrap_truncated(self, member_rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:

@@ -112,9 +112,11 @@ SCHEMA: dict[str, Option] = {
     "reward_model.n_members": _opt(10, "K, the number of reward hypotheses", minimum=1),
     "reward_model.features": _opt("env", "posterior inputs: the env's reward_features (IRD's φ) or the transition",
                                   choices=("env", "transition")),
-    "reward_model.kwargs": _opt({}, "extra constructor kwargs of the family (e.g. prior_std, hidden_sizes)", dict),
+    "reward_model.kwargs": _opt({}, "extra constructor kwargs of the family (e.g. prior_reward_scale, hidden_sizes)",
+                                dict),
     "reward_model.fit": _opt({}, "extra fit() kwargs (e.g. epochs, lr)", dict),
-    "reward_model.standardise": _opt(False, "standardise member rewards by their label-data statistics"),
+    "reward_model.standardise": _opt(False, "align the members' label-data means (removes constant offsets between "
+                                            "members; keeps the common level and the spread)"),
     # -- the agent(s)
     "agent.algo": _opt("riskppo", "riskppo, or an SB3 algorithm that sees one scalar reward per step",
                        choices=AGENT_ALGOS),

@@ -10,7 +10,10 @@ For each agent of a run folder (``agents/<agent>/model.zip``, layout in
 
 For the run's posterior: OOD AUROC of ``reward_std`` separating deployment transitions never
 seen in the label data from the label data, and calibration (Gaussian NLL, coverage of the
-central 50 % / 90 % intervals) on the held-out labels and on fresh deployment labels.
+central 50 % / 90 % intervals) on the held-out labels and on fresh deployment labels, and the
+calibration report of :mod:`ruagent.calibration` (coverage and width of the members' central
+intervals, NLL, spread and AUROC against held-out labels, per group: held-out, deployment, hazard;
+``plots/reliability.png``).
 
 Every number has a 95 % bootstrap interval (:mod:`ruagent.metrics`). Results are printed as
 rich tables, written to ``eval.json`` (schema ``ruagent.eval/1``, docs/evaluate.md) and drawn
@@ -233,6 +236,39 @@ def _roll_out_agents(
     return rollouts, transfer, frames, positions
 
 
+def _episode_transitions(episodes: list[Episodes], hazard: bool) -> Any:
+    """The transitions of ``episodes`` with (``hazard=True``) or without a side effect, truth as reward."""
+    from ruagent.data import Transitions
+
+    parts = [Transitions.from_arrays(e.obs, e.actions, e.next_obs, e.env_rewards)[np.flatnonzero(
+        e.side_effects == hazard)] for e in episodes]
+    return Transitions.concatenate(parts)
+
+
+def _calibration_report(
+    config: dict[str, Any], reward_model: Any, heldout: Any, deploy: list[Episodes], random: Episodes,
+    n_episodes: int, seed: int,
+) -> dict[str, Any]:
+    """:func:`ruagent.calibration.calibration_report` on ``heldout`` (the run's held-out labels, else fresh
+    random-policy transitions of the label variant), ``deployment`` (the agents' and random episodes'
+    deployment transitions without a side effect) and ``hazard`` (those with one)."""
+    from ruagent.calibration import calibration_report
+
+    source = "labels/heldout.npz"
+    if heldout is None or len(heldout) == 0:
+        from ruagent.data import collect_transitions
+
+        label_env = _make_env(config["env"]["id"], config["env"]["label_kwargs"], config)
+        heldout = collect_transitions(label_env, max(50 * n_episodes, 500), seed=seed + 3)
+        label_env.close()
+        source = "fresh random-policy transitions of the label variant"
+    episodes = [*deploy, random]
+    groups = {"heldout": heldout, "deployment": _episode_transitions(episodes, False),
+              "hazard": _episode_transitions(episodes, True)}
+    report = calibration_report(reward_model, groups, reference="heldout", intervals=True, seed=seed)
+    return {**report, "heldout_source": source}
+
+
 def _posterior_metrics(
     run: RunDir, config: dict[str, Any], env: gym.Env, reward_model: Any, deploy: list[Episodes],
     n_episodes: int, seed: int,
@@ -257,6 +293,7 @@ def _posterior_metrics(
             "deployment": _calibration(
                 reward_model, random.obs, random.actions, random.next_obs, random.env_rewards, seed),
         },
+        "calibration_report": _calibration_report(config, reward_model, heldout, deploy, random, n_episodes, seed),
     }
 
 
@@ -366,6 +403,12 @@ def _draw(
     if transfer:
         drawn.append(plots.plot_metric_bars(transfer, ("true_return", "side_effect_rate"),
                                             run.plots_dir / "transfer.png", title="policy transfer to other variants"))
+    report = result["posterior"].get("calibration_report")
+    if report is not None:
+        from ruagent.calibration import plot_reliability
+
+        drawn.append(plot_reliability(report, run.plots_dir / "reliability.png",
+                                      title=f"{run.path.name}: reward-posterior reliability"))
     if any(frames.values()):
         drawn.append(plots.plot_trajectories(frames, run.plots_dir / "trajectories.png", positions=positions))
     curve = plots.plot_goodhart_curves(_tensorboard_dirs(run, list(result["agents"])), run.plots_dir / "goodhart.png")

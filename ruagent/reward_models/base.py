@@ -33,6 +33,7 @@ __all__ = [
     "RewardModel",
     "RewardModelFileError",
     "SpaceMismatchError",
+    "align_member_offsets",
     "load_reward_model",
     "member_moments",
 ]
@@ -178,15 +179,18 @@ class RewardModel(abc.ABC):
         return self._predict(obs, action, next_obs, batch_size), None
 
     def standardise(self, rewards: np.ndarray) -> np.ndarray:
-        """Map member rewards (K, B) to label-data units: (r_k - loc_k) / scale_k.
+        """Align the members' constant offsets on the label data: ``r_k - loc_k + Σ_j p_j loc_j``.
 
-        Members of an ensemble can differ by a constant offset that says nothing about
-        risk; standardising by each member's statistics on the label data removes it.
-        Identity when the model has no label statistics.
+        Members of an ensemble can differ by a constant offset that says nothing about risk
+        (Brown et al. and IRD anchor their worst case for the same reason); shifting each member
+        so that its label-data mean equals the posterior's removes it. Only offsets move: the
+        common level is kept (a constant survival reward stays a reward, so an episodic task
+        keeps its optimum) and nothing is rescaled (the prior's spread stays in reward units).
+        Identity when the model has no label statistics. See :func:`align_member_offsets`.
         """
-        if self.reward_loc is None or self.reward_scale is None:
+        if self.reward_loc is None:
             return rewards
-        return ((rewards - self.reward_loc[:, None]) / self.reward_scale[:, None]).astype(np.float32)
+        return align_member_offsets(rewards, self.reward_loc, self.member_probs)
 
     def bind(self, env: gym.Env) -> None:
         """Attach env-provided pieces (e.g. ``reward_features``) after construction or load.
@@ -254,6 +258,13 @@ class RewardModel(abc.ABC):
         if not isinstance(model, cls):
             raise RewardModelFileError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def align_member_offsets(members: np.ndarray, loc: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Members (K, B) shifted so that member k's label-data mean ``loc_k`` becomes ``Σ_j p_j loc_j``; float32."""
+    loc = np.asarray(loc, dtype=np.float64)
+    shift = (np.asarray(probs, dtype=np.float64) @ loc) - loc  # (K,)
+    return (members + shift[:, None]).astype(np.float32)
 
 
 def member_moments(members: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

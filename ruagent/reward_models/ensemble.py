@@ -43,6 +43,7 @@ import torch
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
+from ruagent.reward_models.base import member_moments
 from ruagent.reward_models.feature_model import FeatureRewardModel
 from ruagent.reward_models.priors import default_prior_reward_scale, input_normalisation, resolve_prior_reward_scale
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
@@ -172,10 +173,12 @@ class EnsembleRewardModel(FeatureRewardModel):
         # Reward units per unit of prior-net output: σ_r / (the prior nets' sensitivity), set by
         # set_normalisation once the label inputs are known.
         self.prior_gain = torch.zeros((), device=self.device)
-        # The novelty prior: member k's linear function of the raw inputs along directions the
-        # label inputs never varied (D, K) and (K,); zero until set_normalisation.
-        self.novelty_weight = torch.zeros(in_dim, k, device=self.device)
-        self.novelty_bias = torch.zeros(k, device=self.device)
+        # The novelty prior (set_normalisation): u = x B + c are the coordinates (B, n), in units of
+        # σ_r, of the raw input along the n directions the label inputs never varied; member k adds
+        # u z_k with z_k ~ N(0, I_n) (draws (n, K)). Empty (n = 0) until fitted.
+        self.novelty_basis = torch.zeros(in_dim, 0, device=self.device)
+        self.novelty_offset = torch.zeros(0, device=self.device)
+        self.novelty_draws = torch.zeros(0, k, device=self.device)
         self._cache = None
 
     def parameters(self) -> list[torch.Tensor]:
@@ -216,11 +219,12 @@ class EnsembleRewardModel(FeatureRewardModel):
             prior = x.new_zeros(self.n_members, 0)
         else:
             prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
+        coordinates = features @ self.novelty_basis + self.novelty_offset  # (B, n) or (K, B, n)
         if features.dim() == 2:
-            novelty = (features @ self.novelty_weight).T
+            novelty = (coordinates @ self.novelty_draws).T
         else:
-            novelty = torch.einsum("kbd,dk->kb", features, self.novelty_weight)
-        return self.target_loc + self.prior_gain * prior + novelty + self.novelty_bias[:, None]
+            novelty = torch.einsum("kbn,nk->kb", coordinates, self.novelty_draws)
+        return self.target_loc + self.prior_gain * prior + novelty
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
         """The trained part ``σ_y·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
@@ -303,11 +307,11 @@ class EnsembleRewardModel(FeatureRewardModel):
         covariance = normalised.T @ normalised / len(normalised)
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
         null_space = eigenvectors[:, eigenvalues <= NULL_VARIANCE]  # (D, n_null)
-        draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator, dtype=torch.float64)
-        weight = self.prior_reward_scale * (null_space @ draws.numpy())  # (D, K) on normalised inputs
-        # x̃ᵀW = ((x - loc) / scale)ᵀ W: fold the normalisation in, as prediction does
-        self.novelty_weight = torch.as_tensor(weight / scale[:, None], dtype=torch.float32, device=self.device)
-        self.novelty_bias = torch.as_tensor(-(loc / scale) @ weight, dtype=torch.float32, device=self.device)
+        basis = self.prior_reward_scale * null_space  # (D, n) on normalised inputs, in units of σ_r
+        # x̃ᵀ B = ((x - loc) / scale)ᵀ B: fold the normalisation in, as prediction does
+        self.novelty_basis = torch.as_tensor(basis / scale[:, None], dtype=torch.float32, device=self.device)
+        self.novelty_offset = torch.as_tensor(-(loc / scale) @ basis, dtype=torch.float32, device=self.device)
+        self.novelty_draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator).to(self.device)
 
     def _prior_sensitivity(self, x: torch.Tensor) -> float:
         """RMS over members, rows and columns of ∂p_k/∂x̃_j at normalised inputs ``x`` (B, D)."""
@@ -384,7 +388,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         """
         key = (
             *(id(t) for t in (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
-                              self.novelty_weight, self.novelty_bias)),
+                              self.novelty_basis, self.novelty_offset, self.novelty_draws)),
             *(t._version for t in (*self._trainable, *self._prior)),
         )
         if self._cache is None or key != self._cache_key:
@@ -408,14 +412,34 @@ class EnsembleRewardModel(FeatureRewardModel):
                 d, width = layers[0].shape[1], layers[0].shape[2]
                 layers[0] = layers[0].permute(1, 0, 2).reshape(d, 2 * k * width)
                 layers[1] = layers[1].reshape(1, 2 * k * width)
-            layers += [self.novelty_weight.detach().cpu(), self.novelty_bias.detach().cpu()]
+            layers += [t.detach().cpu() for t in (self.novelty_basis, self.novelty_offset, self.novelty_draws)]
             self._cache = tuple(np.ascontiguousarray(t.float().numpy()) for t in layers)
         return self._cache
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
         """(B, D) float32 raw features -> (K, B) float32 member rewards."""
         assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
-        *layers, novelty_weight, novelty_bias = self._folded()
+        nets, coordinates, draws = self._net_rewards_and_novelty(features)
+        return nets + (coordinates @ draws).T
+
+    def _predict_features_with_moments(self, features: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Members (K, B), and the posterior mean and std (B,) with the novelty prior's part analytic.
+
+        The novelty term of member k is ``u z_k`` with ``z_k ~ N(0, I)``: its mean is exactly 0 and
+        its variance ``‖u‖²``, so the mean is the members' nets alone (the K draws of ``u z_k``
+        would only add sampling noise, σ_r·‖u‖/√K, to it) and the variance adds ``‖u‖²`` to theirs.
+        """
+        nets, coordinates, draws = self._net_rewards_and_novelty(features)
+        mean, net_std = member_moments(nets, self.member_probs)
+        std = np.sqrt(np.square(net_std) + np.square(coordinates, dtype=np.float64).sum(axis=1))
+        return nets + (coordinates @ draws).T, (mean, std)
+
+    def _net_rewards_and_novelty(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K, B) rewards of the members' nets, novelty coordinates u (B, n) and the draws (n, K)."""
+        assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
+        *layers, novelty_basis, novelty_offset, novelty_draws = self._folded()
+        coordinates = features @ novelty_basis
+        coordinates += novelty_offset
         k, n_rows = self.n_members, features.shape[0]
         has_hidden = len(layers) > 2  # hidden_sizes=() makes each member linear
         if n_rows >= TORCH_MIN_BATCH:
@@ -435,9 +459,7 @@ class EnsembleRewardModel(FeatureRewardModel):
                 if i < len(layers) - 2:
                     np.maximum(h, 0.0, out=h)
             out = h[..., 0]
-        novelty = features @ novelty_weight
-        novelty += novelty_bias
-        return out[:k] + out[k:] + novelty.T
+        return out[:k] + out[k:], coordinates, novelty_draws
 
     @staticmethod
     def _torch_forward(x: torch.Tensor, tensors: Sequence[torch.Tensor], two_k: int, has_hidden: bool) -> torch.Tensor:
@@ -471,8 +493,8 @@ class EnsembleRewardModel(FeatureRewardModel):
             for i, (trainable, prior) in enumerate(zip(self._trainable, self._prior)):
                 tensors[f"trainable.{i}"] = trainable
                 tensors[f"prior.{i}"] = prior
-            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", "novelty_weight",
-                         "novelty_bias"):
+            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", "novelty_basis",
+                         "novelty_offset", "novelty_draws"):
                 tensors[name] = getattr(self, name)
         return config, tensors
 
@@ -512,8 +534,12 @@ class EnsembleRewardModel(FeatureRewardModel):
                 setattr(model, name, tensors[name].to(torch.float32).clone())
             if "prior_gain" in tensors:
                 model.prior_gain = tensors["prior_gain"].to(torch.float32).clone()
-                model.novelty_weight = tensors["novelty_weight"].to(torch.float32).clone()
-                model.novelty_bias = tensors["novelty_bias"].to(torch.float32).clone()
+                n = tensors["novelty_basis"].shape[1]
+                for name, shape in (("novelty_basis", (model.in_dim, n)), ("novelty_offset", (n,)),
+                                    ("novelty_draws", (n, model.n_members))):
+                    if tuple(tensors[name].shape) != shape:
+                        raise ValueError(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
+                    setattr(model, name, tensors[name].to(torch.float32).clone())
             else:  # files written before priors in reward units: prior = σ_y · prior_scale · p_k
                 model.prior_gain = model.target_scale * float(config.get("prior_scale", 1.0))
         model.prior_reward_scale = config.get("resolved_prior_reward_scale", model.declared_prior_reward_scale)

@@ -95,6 +95,12 @@ class FeatureRewardModel(RewardModel):
         features = self.features(obs, action, next_obs)
         if features.shape[0] != batch_size:
             raise ValueError(f"reward features returned {features.shape[0]} rows for a batch of {batch_size}")
+        return self._predict_features_with_moments(features)
+
+    def _predict_features_with_moments(
+        self, features: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """Member rewards (K, B) and :meth:`_feature_moments`; a family that shares work between them overrides this."""
         return self._predict_features(features), self._feature_moments(features)
 
     def _feature_moments(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

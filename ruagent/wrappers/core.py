@@ -205,7 +205,7 @@ class PosteriorRewardCore:
         assert members.shape == (k, b), f"reward model gave shape {members.shape}, expected (K={k}, B={b})"
         probs = self.reward_model.member_probs
         if self.standardise:
-            # per-member standardisation has no analytic counterpart: moments of the standardised draws
+            # per-member offsets have no analytic counterpart: moments of the aligned draws
             members = self.reward_model.standardise(members)
             mean, std = member_moments(members, probs)
         if self.mode == "mean":

@@ -53,7 +53,7 @@ class RewardUncertaintyWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param lcb_c: c in ``lcb`` = mean − c·std.
     :param cvar_alpha: α of ``cvar``.
     :param standardise: map member rewards through ``reward_model.standardise`` first
-        (per-member label-data units; ``reward_members`` are then standardised too).
+        (members' label-data means aligned to the posterior's; ``reward_members`` are then aligned too).
     :param seed: seed of member sampling; ``reset(seed=s)`` reseeds it with s.
     :raises SpaceMismatchError: if the model was fitted on other spaces.
     """

@@ -126,8 +126,9 @@ def test_standardise_rewards_uses_the_label_statistics(make_env, linear_members)
     model = RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=True, seed=0, **SMALL)
     spy = RolloutSpy()
     model.learn(SMALL["n_steps"], callback=spy)
-    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], (3.0 - 1.0) / 2.0)
-    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], (-1.0 + 2.0) / 0.5)
+    # offsets aligned to the posterior's label mean (-0.5), nothing rescaled
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 - 1.0 - 0.5)
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], -1.0 + 2.0 - 0.5)
 
 
 def test_standardise_rewards_follows_a_posterior_refitted_between_rollouts(make_env, linear_members):
@@ -144,11 +145,11 @@ def test_standardise_rewards_follows_a_posterior_refitted_between_rollouts(make_
     agent = RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=True, seed=0, **SMALL)
     agent.learn(SMALL["n_steps"])
     for model in models:  # what a refit during training does to the statistics
-        model.reward_loc, model.reward_scale = np.array([0.0, 0.0]), np.array([4.0, 1.0])
+        model.reward_loc, model.reward_scale = np.array([2.0, 0.0]), np.array([4.0, 1.0])
     spy = RolloutSpy()
     agent.learn(SMALL["n_steps"], callback=spy, reset_num_timesteps=False)
-    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 / 4.0)
-    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], -1.0)
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 - 2.0 + 1.0)
+    np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], -1.0 - 0.0 + 1.0)
 
 
 @pytest.mark.parametrize("vec_skin", [False, True])

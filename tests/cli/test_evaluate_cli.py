@@ -116,6 +116,18 @@ def test_eval_json_schema(tiny_run, evaluated):
         for name in ("nll", "coverage_50", "coverage_90", "abs_error"):
             check_interval(calibration[name], f"calibration.{split}.{name}")
     assert posterior["calibration"]["heldout"]["n_labels"] == 40
+    report = posterior["calibration_report"]
+    assert report["schema"] == "ruagent.calibration/1" and report["reference"] == "heldout"
+    assert report["heldout_source"] == "labels/heldout.npz" and report["groups"]["heldout"]["n"] == 40
+    assert set(report["groups"]) == {"heldout", "deployment", "hazard"}
+    for name, group in report["groups"].items():
+        assert group["n"] > 0, name  # random episodes in the test variant reach the hazard
+        for key in ("coverage_50", "coverage_90", "width_50", "width_90", "nll"):
+            check_interval(group["intervals"][key], f"calibration_report.{name}.{key}")
+            assert group[key] == pytest.approx(group["intervals"][key]["estimate"])
+        assert len(group["reliability"]["member"]) == len(report["levels"])
+        if name != "heldout":
+            check_interval(group["auroc_vs_reference"], f"calibration_report.{name}.auroc")
 
 
 def test_metrics_agree_with_their_definitions(evaluated):
@@ -137,7 +149,7 @@ def test_metrics_agree_with_their_definitions(evaluated):
 
 def test_plots_open_and_have_content(tiny_run, evaluated):
     names = {Path(p).name for p in evaluated["plots"]}
-    assert names == {"metrics.png", "transfer.png", "trajectories.png", "goodhart.png"}
+    assert names == {"metrics.png", "transfer.png", "trajectories.png", "goodhart.png", "reliability.png"}
     for path in evaluated["plots"]:
         pixels = image.imread(path)
         assert Path(path).parent == tiny_run.plots_dir
@@ -220,7 +232,10 @@ def test_gridworld_regret_comes_from_the_exact_solver(tmp_path):
     assert result["posterior"]["calibration"]["heldout"] is None  # this run kept no held-out labels
     deployment = result["posterior"]["calibration"]["deployment"]
     assert deployment["n_labels"] >= 10 and 0.0 <= deployment["coverage_90"]["estimate"] <= 1.0
-    assert {Path(p).name for p in result["plots"]} == {"metrics.png", "transfer.png", "trajectories.png"}
+    report = result["posterior"]["calibration_report"]  # no held-out labels: fresh label-variant transitions
+    assert report["heldout_source"].startswith("fresh") and report["groups"]["heldout"]["n"] >= 500
+    assert {Path(p).name for p in result["plots"]} == {"metrics.png", "transfer.png", "trajectories.png",
+                                                       "reliability.png"}
 
 
 @pytest.mark.slow

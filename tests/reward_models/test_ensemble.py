@@ -154,8 +154,24 @@ def test_reward_statistics_are_members_label_mean_and_std(toy_1d):
     rewards = model.predict(*toy_1d[:3])
     np.testing.assert_allclose(model.reward_loc, rewards.mean(1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.reward_scale, rewards.std(1), rtol=1e-3)
-    standardised = model.standardise(rewards)
-    np.testing.assert_allclose(standardised.mean(1), 0, atol=1e-3)
+    standardised = model.standardise(rewards)  # every member's label mean becomes the posterior's
+    np.testing.assert_allclose(standardised.mean(1), rewards.mean(), atol=1e-3)
+    np.testing.assert_allclose(standardised.std(1), rewards.std(1), rtol=1e-3)  # nothing rescaled
+
+
+def test_standardise_keeps_a_constant_survival_reward_and_the_prior_spread():
+    """CartPole's labels are all +1: aligning offsets must leave +1 (not 0) and the spread off the data."""
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (300, 1)).astype(np.float32)
+    model = _toy_model(n_members=6)
+    model.fit((obs, np.zeros(300, dtype=np.int64), obs, np.ones(300, dtype=np.float32)), epochs=60,
+              progress_bar=False)
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    far = np.linspace(4, 6, 32, dtype=np.float32)[:, None]
+    on_data = model.standardise(_predict_1d(model, x[:, 0]))
+    np.testing.assert_allclose(on_data.mean(), 1.0, atol=0.05)
+    raw_far = _predict_1d(model, far[:, 0])
+    np.testing.assert_allclose(model.standardise(raw_far).std(0), raw_far.std(0), atol=0.05)
 
 
 def test_early_stopping_on_pure_noise_labels():
@@ -243,3 +259,22 @@ def test_the_default_prior_reward_scale_is_announced(toy_1d, caplog):
 def _spread(model, features):
     members = model.predict(features, np.zeros(len(features), dtype=np.int64), features)
     return float(members.std(0).mean())
+
+
+def test_predict_moments_take_the_novelty_prior_analytically():
+    """The novelty term's mean is 0 and its variance ‖u‖² exactly; only the nets' moments come from K draws."""
+    rng = np.random.default_rng(0)
+    seen = np.eye(3, dtype=np.float32)[rng.integers(0, 2, 400)]
+    labels = (seen, np.zeros(400, dtype=np.int64), seen, seen @ np.array([-0.1, 0.5, -2.0], dtype=np.float32))
+    model = EnsembleRewardModel(gym.spaces.Box(0, 1, (3,)), gym.spaces.Discrete(1), n_members=10, hidden_sizes=(32,),
+                                features=obs_only, seed=0, prior_reward_scale=3.0)
+    model.fit(labels, epochs=50, progress_bar=False)
+    x = np.eye(3, dtype=np.float32)[[2, 0, 1]]
+    members, mean, std = model.predict_moments(x, np.zeros(3, dtype=np.int64), x)
+    np.testing.assert_array_equal(members, model.predict(x, np.zeros(3, dtype=np.int64), x))
+    nets, coordinates, _ = model._net_rewards_and_novelty(x)
+    np.testing.assert_allclose(mean, nets.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std**2, nets.var(0) + (coordinates.astype(np.float64) ** 2).sum(1), rtol=1e-5)
+    assert np.linalg.norm(coordinates[0]) >= 2 * 3.0  # the unseen column is 1 / 0.5 normalised units out
+    assert np.abs(coordinates[1:]).max() < 1e-4 * 3.0  # label inputs have no novelty
+    assert not np.allclose(mean[0], members[:, 0].mean(), atol=0.1)  # K draws of u·z would add noise

@@ -136,7 +136,8 @@ def test_standardise_uses_the_models_label_statistics(setting):
     core = PosteriorRewardCore(model, N_ENVS, mode="worst", standardise=True)
     obs, actions, next_obs = _batch(env, N_ENVS, seed=0)
     out = core.step(obs, actions, next_obs, np.zeros(N_ENVS, bool))
-    standardised = (model.predict(obs, actions, next_obs) - model.reward_loc[:, None]) / 2.0
+    common = model.member_probs @ model.reward_loc  # offsets aligned to it, nothing rescaled
+    standardised = model.predict(obs, actions, next_obs) - model.reward_loc[:, None] + common
     np.testing.assert_allclose(out.members, standardised, rtol=1e-6)
     np.testing.assert_allclose(out.rewards, risk.worst(standardised, model.member_probs)[0], rtol=1e-6)
 
