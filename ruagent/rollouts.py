@@ -50,6 +50,9 @@ class Episodes:
     :param episode_ids: (T,) int, episode index 0..E-1 of each transition.
     :param member_rewards: (K, T) float32 member rewards, or None without a reward model.
     :param member_probs: (K,) posterior weights of the members, or None.
+    :param posterior_mean: (T,) the posterior mean reward (``RewardModel.predict_moments``:
+        analytic where the family has one), or None: then the members' weighted mean.
+    :param posterior_std: (T,) the posterior std of the reward, likewise.
     :param frames: per-episode lists of rgb frames when rendering was asked for, else None.
     :param positions: with frames, per-episode (T_e + 1, 2) pixel (x, y) centres of the agent's
         cell for grid envs that expose ``agent`` (row, col) and ``terrain`` (H, W); else None.
@@ -65,6 +68,8 @@ class Episodes:
     episode_ids: np.ndarray
     member_rewards: np.ndarray | None = None
     member_probs: np.ndarray | None = None
+    posterior_mean: np.ndarray | None = None
+    posterior_std: np.ndarray | None = None
     frames: list[list[np.ndarray]] | None = None
     optimal_returns: np.ndarray | None = None
     positions: list[np.ndarray] | None = None
@@ -85,16 +90,23 @@ class Episodes:
         return np.bincount(self.episode_ids, minlength=self.n_episodes)
 
     def reward_mean(self) -> np.ndarray:
-        """(T,) posterior-mean reward (members weighted by ``member_probs``)."""
+        """(T,) posterior-mean reward: the family's (analytic where it has one), else the members' weighted mean."""
         if self.member_rewards is None:
             raise ValueError("these episodes were run without a reward model; pass reward_model= to run_episodes")
+        if self.posterior_mean is not None:
+            return self.posterior_mean
+        return self._member_mean()
+
+    def _member_mean(self) -> np.ndarray:
         k = self.member_rewards.shape[0]
         probs = np.full(k, 1.0 / k) if self.member_probs is None else self.member_probs
         return probs @ self.member_rewards.astype(np.float64)
 
     def reward_std(self) -> np.ndarray:
-        """(T,) std of member rewards (the posterior's disagreement on each transition)."""
-        mean = self.reward_mean()
+        """(T,) posterior std of the reward on each transition (analytic where the family has one)."""
+        if self.posterior_std is not None:
+            return self.posterior_std
+        mean = self._member_mean()
         k = self.member_rewards.shape[0]
         probs = np.full(k, 1.0 / k) if self.member_probs is None else self.member_probs
         return np.sqrt(probs @ (self.member_rewards.astype(np.float64) - mean) ** 2)
@@ -194,9 +206,11 @@ def run_episodes(
             positions.append(np.array(episode_positions, dtype=np.float64))
     batch_obs, batch_next_obs = stack_observations(obs_list), stack_observations(next_obs_list)
     batch_actions = np.stack([np.asarray(a) for a in action_list])
-    member_rewards = member_probs = None
+    member_rewards = member_probs = posterior_mean = posterior_std = None
     if reward_model is not None:
-        member_rewards = reward_model.predict(batch_obs, batch_actions, batch_next_obs)
+        member_rewards, posterior_mean, posterior_std = reward_model.predict_moments(
+            batch_obs, batch_actions, batch_next_obs
+        )
         member_probs = reward_model.member_probs
         assert member_rewards.shape == (reward_model.n_members, len(rewards)), member_rewards.shape
     return Episodes(
@@ -208,6 +222,8 @@ def run_episodes(
         episode_ids=np.asarray(episode_ids, dtype=np.int64),
         member_rewards=member_rewards,
         member_probs=member_probs,
+        posterior_mean=posterior_mean,
+        posterior_std=posterior_std,
         frames=frames if render else None,
         optimal_returns=np.asarray(optimal_returns) if solver is not None else None,
         positions=positions if render and len(positions) == n_episodes else None,

@@ -151,8 +151,7 @@ def _agent_metrics(episodes: Episodes, oracle_returns: np.ndarray | None, seed: 
 
 def _calibration(reward_model: Any, obs: Any, action: Any, next_obs: Any, labels: Any, seed: int) -> dict[str, Any]:
     """NLL, central-interval coverage and absolute error of the posterior on labelled transitions."""
-    members = reward_model.predict(obs, action, next_obs)
-    mean, std = metrics.member_mean_std(members, reward_model.member_probs)
+    _, mean, std = reward_model.predict_moments(obs, action, next_obs)
     labels = np.asarray(labels, dtype=np.float64)
     # A floor relative to the labels' own spread keeps NLL finite where all members agree exactly.
     min_std = 1e-3 * (float(labels.std()) or 1.0)
@@ -191,9 +190,7 @@ def ood_auroc(reward_model: Any, train: Any, agents: list[Episodes], random: Epi
         for episodes in agents
     ])
     hazard = np.concatenate([episodes.reward_std()[episodes.side_effects] for episodes in [*agents, random]])
-    _, train_std = metrics.member_mean_std(
-        reward_model.predict(train.obs, train.action, train.next_obs), reward_model.member_probs
-    )
+    _, _, train_std = reward_model.predict_moments(train.obs, train.action, train.next_obs)
     return {
         "test_only": _auroc_or_reason(test_only, train_std, "every deployment transition occurs in the label data",
                                       seed),
