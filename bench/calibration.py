@@ -58,18 +58,20 @@ TARGETS = {"hazard_coverage_90": 0.85, "heldout_coverage_90": 0.80, "width_ratio
 QUICK_TESTBEDS = ("LavaWorld", "CartPole")
 
 
-def build_model(name: str, env: Any, seed: int) -> Any:
+def build_model(name: str, env: Any, seed: int, prior_reward_scale: float | None = None) -> Any:
     family, features = MODELS[name]
     cls = ruagent.EnsembleRewardModel if family == "ensemble" else ruagent.BayesianLinearRewardModel
-    return cls(env.observation_space, env.action_space, n_members=10, features=features, seed=seed)
+    return cls(env.observation_space, env.action_space, n_members=10, features=features, seed=seed,
+               prior_reward_scale=prior_reward_scale)
 
 
-def run_one(testbed_name: str, model_name: str, seed: int, n_labels: int, groups: dict) -> dict[str, Any]:
+def run_one(testbed_name: str, model_name: str, seed: int, n_labels: int, groups: dict,
+            prior_reward_scale: float | None = None) -> dict[str, Any]:
     testbed = CALIBRATION_TESTBEDS[testbed_name]
     env = testbed.make(testbed.train_kwargs)
     try:
         labels = ruagent.collect_transitions(env, n_labels, seed=seed)
-        model = build_model(model_name, env, seed)
+        model = build_model(model_name, env, seed, prior_reward_scale)
         start = time.perf_counter()
         model.fit(labels, env=env, progress_bar=False)
         fit_s = time.perf_counter() - start
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=None, help="reward labels per fit (default 2000; --quick 300)")
     parser.add_argument("--out", type=Path, default=Path("results/calibration"))
     parser.add_argument("--quick", action="store_true", help="300 labels, seed 0, LavaWorld and CartPole")
+    parser.add_argument("--prior-reward-scale", type=float, default=None,
+                        help="declare σ_r for every posterior (default: each family's label-derived default)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     testbeds = args.testbeds or (list(QUICK_TESTBEDS) if args.quick else list(CALIBRATION_TESTBEDS))
@@ -179,12 +183,23 @@ def main(argv: list[str] | None = None) -> int:
             if MODELS[m][1] != "env" or CALIBRATION_TESTBEDS[t].env_features]
     runs: list[dict[str, Any]] = []
     done, total = 0, len(plan) * len(seeds)
+    # one file per finished run: rerunning the same command skips them (resumable)
+    run_files = args.out / "runs"
+    run_files.mkdir(exist_ok=True)
     for seed in seeds:
         for testbed_name in testbeds:
-            groups = testbed_groups(testbed_name, seed, **group_sizes)
+            groups = None
             for _, model_name in (p for p in plan if p[0] == testbed_name):
-                run = run_one(testbed_name, model_name, seed, n_labels, groups)
+                path = run_files / f"{testbed_name}_{model_name}_seed{seed}_labels{n_labels}.json"
+                if path.is_file():
+                    runs.append(json.loads(path.read_text()))
+                    done += 1
+                    continue
+                groups = groups if groups is not None else testbed_groups(testbed_name, seed, **group_sizes)
+                run = run_one(testbed_name, model_name, seed, n_labels, groups, args.prior_reward_scale)
                 run["group_sizes"] = {name: len(group) for name, group in groups.items()}
+                run["prior_reward_scale"] = args.prior_reward_scale
+                atomic_write_text(path, json.dumps(run) + "\n")
                 runs.append(run)
                 done += 1
                 print(f"[{done}/{total}] {testbed_name} {model_name} seed {seed}: fit {run['fit_seconds']:.1f} s, "
@@ -196,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     result = {
         "config": {"testbeds": testbeds, "models": args.models, "seeds": seeds, "labels": n_labels,
-                   "quick": args.quick, "group_sizes": group_sizes or "defaults of testbed_groups",
+                   "quick": args.quick, "prior_reward_scale": args.prior_reward_scale,
+                   "group_sizes": group_sizes or "defaults of testbed_groups",
                    "targets": TARGETS, "torch_threads": 1},
         "wall_seconds": round(wall_s, 1),
         "summary": summary,
