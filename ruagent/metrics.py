@@ -44,6 +44,8 @@ __all__ = [
 
 #: Two-sided confidence level of every interval ruagent reports.
 CONFIDENCE_LEVEL = 0.95
+#: values per bootstrap batch (memory bound of :func:`bootstrap_interval`)
+_BATCH_VALUES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ def bootstrap_interval(
             method=method,
             rng=np.random.default_rng(seed),
             vectorized=True,
+            # resamples (and BCa's jackknife) in batches of ~4 M values: 10,000 per-transition values
+            # would otherwise take a (10,000 x 9,999) jackknife array, 800 MB, at once
+            batch=max(1, _BATCH_VALUES // values.size),
         )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
