@@ -128,7 +128,7 @@ def print_table(summary: dict) -> None:
                     f"{a['true_return_iqm']:.2f}"]
         row.append(f"{entry['wall_s_median']:.0f}")
         table.add_row(*row)
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

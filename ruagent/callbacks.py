@@ -20,7 +20,8 @@ small, stable set, documented in docs/evaluate.md:
 ``eval/reward_std_mean``       ... mean member-reward std along the evaluated episodes
 =============================  ==========================================================
 
-RiskPPO logs its own ``risk/*`` tags (risk value, per-member J spread) to the same logger.
+RiskPPO logs its own ``risk/*`` tags (risk value, per-member J spread) to the same logger;
+RiskSAC and RiskDQN log their per-state analogues (docs/offpolicy.md).
 Episode means use a window of the last ``stats_window_size`` episodes, like SB3's
 ``rollout/ep_rew_mean``.
 """

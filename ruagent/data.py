@@ -150,13 +150,33 @@ class Transitions:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Transitions:
-        """Read a file written by :meth:`save` (``np.load(allow_pickle=False)``)."""
-        with np.load(path, allow_pickle=False) as data:
-            structure = json.loads(str(data["__structure__"]))
-            if structure.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a ruagent transitions file ({structure.get('format')!r})")
-            fields = [_unjson(field, data) for field in structure["fields"]]
+        """Read a file written by :meth:`save` (``np.load(allow_pickle=False)``).
+
+        :raises FileNotFoundError: if there is no file at ``path``.
+        :raises ValueError: naming the file, if it is torn, corrupt or not a transitions file.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                structure = json.loads(str(data["__structure__"]))
+                if not isinstance(structure, dict) or structure.get("format") != _FORMAT:
+                    found = structure.get("format") if isinstance(structure, dict) else structure
+                    raise ValueError(f"{path} is not a ruagent transitions file ({found!r})")
+                fields = [_unjson(field, data) for field in structure["fields"]]
+        except FileNotFoundError:
+            raise
+        except ValueError as exc:
+            if str(exc).startswith(f"{path} is not a ruagent"):
+                raise
+            raise _unreadable(path, exc) from exc
+        except Exception as exc:  # a torn or damaged zip: numpy and zipfile raise many types
+            raise _unreadable(path, exc) from exc
         return cls(*fields)
+
+
+def _unreadable(path: Any, exc: BaseException) -> ValueError:
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return ValueError(f"{path} is not a readable transitions file (truncated or corrupt): {type(exc).__name__}: "
+                      f"{detail}")
 
 
 def _jsonable(tree: Any) -> Any:
@@ -176,7 +196,12 @@ def _unjson(tree: Any, data: Any) -> Any:
 
 
 def labelled_arrays(data: Any) -> tuple[Any, Any, Any, np.ndarray]:
-    """``(obs, action, next_obs, reward)`` from Transitions or such a tuple, validated (finite, same N)."""
+    """``(obs, action, next_obs, reward)`` from Transitions or such a tuple, validated (N >= 1, finite, same N).
+
+    Both posterior families' ``fit`` (and the linear family's ``update``) call this first, so empty
+    label data is refused with one clear ``ValueError`` before a model's state is touched, instead of
+    label statistics of NaN (which standardised wrappers would hand to the agent) or a reshape error.
+    """
     if not isinstance(data, Transitions):
         if not isinstance(data, (tuple, list)) or len(data) != 4:
             raise TypeError(
@@ -187,7 +212,17 @@ def labelled_arrays(data: Any) -> tuple[Any, Any, Any, np.ndarray]:
     else:  # built field by field or read from a file: from_arrays' checks did not run
         for name in ("obs", "action", "next_obs", "reward"):
             _check_finite(name, getattr(data, name))
+    if len(data) == 0:
+        raise _no_labels()
     return data.obs, data.action, data.next_obs, data.reward
+
+
+def _no_labels() -> ValueError:
+    return ValueError(
+        "no labelled transitions: a reward model needs at least one (obs, action, next_obs, reward) to fit on. "
+        "Gather labels first (ruagent.collect_transitions); in train.py, labels.budget * (1 - "
+        "labels.heldout_fraction) must leave at least one label"
+    )
 
 
 def _stack(space: gym.Space, values: list) -> Any:

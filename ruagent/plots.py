@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ruagent.io import atomic_write_bytes
 
@@ -27,6 +29,10 @@ __all__ = [
     "read_scalars",
     "save_figure",
 ]
+
+#: Bar labels longer than this (or more bars than :data:`MAX_TICK_LABELS`) move from the x axis to a legend.
+MAX_TICK_LABEL_CHARS = 14
+MAX_TICK_LABELS = 8
 
 #: Scalar tags of the goodhart curve, in order of preference: periodic evaluation on the
 #: deployment env, else the training episodes' running means.
@@ -50,6 +56,10 @@ def plot_metric_bars(
 ) -> Path:
     """One panel per metric, one bar per agent, with its 95 % interval as an error bar.
 
+    Short labels (agents) name the bars on the x axis; long or many labels (``run/agent`` when
+    runs are compared) go to one legend below the panels instead, so they never overlap. Rates
+    (metrics ending in ``_rate``) are drawn on [0, 1].
+
     :param results: agent label -> metric name -> interval dict (``estimate``, ``low``,
         ``high``; :meth:`ruagent.metrics.Interval.to_dict`), or None where not measured.
     :param metrics: metric names to draw, one panel each (in order).
@@ -58,8 +68,11 @@ def plot_metric_bars(
     labels = list(results)
     if not labels or not metrics:
         raise ValueError("plot_metric_bars needs at least one agent and one metric")
-    colours = colormaps["tab10"](np.arange(len(labels)) % 10)
-    figure = Figure(figsize=(2.2 + 2.3 * len(metrics), 3.4))
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    colours = palette(np.arange(len(labels)) % palette.N)
+    in_legend = len(labels) > MAX_TICK_LABELS or max(len(label) for label in labels) > MAX_TICK_LABEL_CHARS
+    height = 3.4 + (0.22 * len(labels) / max(1, min(len(metrics), 3)) + 0.3 if in_legend else 0.0)
+    figure = Figure(figsize=(2.2 + 2.3 * len(metrics), height), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         cells = [results[label].get(metric) for label in labels]
@@ -75,10 +88,18 @@ def plot_metric_bars(
             fmt="none", ecolor="black", capsize=4, linewidth=1.2,
         )
         ax.axhline(0.0, color="grey", linewidth=0.6)
-        ax.set_xticks(x, labels, rotation=30, ha="right")
+        if in_legend:
+            ax.set_xticks(x, [str(i + 1) for i in x], fontsize=8)
+        else:
+            ax.set_xticks(x, labels, rotation=30, ha="right")
+        if metric.endswith("_rate"):
+            ax.set_ylim(0.0, 1.0)
         ax.set_title(metric.replace("_", " "), fontsize=10)
+    if in_legend:
+        handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.6) for c in colours]
+        figure.legend(handles, [f"{i + 1}: {label}" for i, label in enumerate(labels)], loc="outside lower center",
+                      ncols=max(1, min(len(metrics), 3)), fontsize=8, frameon=False)
     figure.suptitle(title or "metrics with 95% bootstrap intervals", fontsize=11)
-    figure.tight_layout()
     return save_figure(figure, path)
 
 
@@ -124,13 +145,16 @@ def plot_trajectories(
     labels = [label for label, episodes in episodes_frames.items() if any(len(e) for e in episodes)]
     if not labels:
         raise ValueError("plot_trajectories got no frames; run the episodes with render=True")
-    figure = Figure(figsize=(4.2 * len(labels), 4.2))
+    figure = Figure(figsize=(4.2 * len(labels), 4.6), layout="constrained")
     axes = figure.subplots(1, len(labels), squeeze=False)
+    n_most = max(sum(1 for e in episodes_frames[label] if len(e)) for label in labels)
+    # episode i has the same colour in every panel (the legend names them)
+    episode_colours = colormaps["autumn"](np.linspace(0.0, 0.8, n_most))
     for ax, label in zip(axes[0], labels):
         episodes = [list(e) for e in episodes_frames[label] if len(e)]
         background = np.median(np.concatenate([np.asarray(e) for e in episodes]), axis=0).astype(np.uint8)
         ax.imshow(episodes[0][0])
-        colours = colormaps["autumn"](np.linspace(0.0, 0.8, len(episodes)))
+        colours = episode_colours[: len(episodes)]
         known = (positions or {}).get(label)
         # Overlapping episodes are shifted apart by a few pixels so each stays visible.
         offsets = (np.arange(len(episodes)) - (len(episodes) - 1) / 2) * 3.0
@@ -146,8 +170,14 @@ def plot_trajectories(
                 ax.plot(*centroids[-1], "X", color=colour, markersize=10, markeredgecolor="black")
         ax.set_title(f"{label} ({len(episodes)} episode{'s' if len(episodes) > 1 else ''})", fontsize=10)
         ax.set_axis_off()
-    figure.suptitle(title or "trajectories (o start, x end)", fontsize=11)
-    figure.tight_layout()
+    handles = [Line2D([], [], color=colour, linewidth=2.5, label=f"episode {i + 1}")
+               for i, colour in enumerate(episode_colours)]
+    handles += [Line2D([], [], linestyle="none", marker="o", color="white", markeredgecolor="black", markersize=8,
+                       label="start"),
+                Line2D([], [], linestyle="none", marker="X", color="white", markeredgecolor="black", markersize=9,
+                       label="end")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    figure.suptitle(title or "trajectories of the evaluation episodes", fontsize=11)
     return save_figure(figure, path)
 
 
@@ -191,7 +221,7 @@ def plot_goodhart_curves(log_dirs: Mapping[str, str | os.PathLike], path: str | 
     :param path: PNG file to write.
     :return: the path, or None when no folder holds the tags (nothing to draw).
     """
-    figure = Figure(figsize=(6.4, 4.0))
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = figure.subplots()
     colours = colormaps["tab10"]
     drawn = 0
@@ -213,5 +243,4 @@ def plot_goodhart_curves(log_dirs: Mapping[str, str | os.PathLike], path: str | 
     ax.set_title("goodhart curve: true vs proxy (posterior-mean) return")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    figure.tight_layout()
     return save_figure(figure, path)

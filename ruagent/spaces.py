@@ -20,9 +20,13 @@ class UnsupportedSpaceError(TypeError):
     def __init__(self, space: spaces.Space, where: str = "space") -> None:
         super().__init__(
             f"{where} {space!r} ({type(space).__name__}) is not supported: ruagent handles Box, Discrete, "
-            "MultiDiscrete, MultiBinary and Dict/Tuple of those. Wrap the env in an observation wrapper "
-            "(e.g. gymnasium.wrappers.FlattenObservation, or your own gymnasium.ObservationWrapper) that "
-            "maps it to one of them, or pass features=callable to the reward model."
+            "MultiDiscrete, MultiBinary and Dict/Tuple of those. Text, Graph and Sequence spaces, and custom "
+            "spaces such as MiniGrid's MissionSpace, have no fixed-size encoding, so "
+            "gymnasium.wrappers.FlattenObservation cannot flatten them either. Drop or encode that part with an "
+            "observation wrapper: MiniGrid's ImgObsWrapper (keeps the image, drops the mission text), "
+            "gymnasium.wrappers.FilterObservation(env, filter_keys=[...]) for the other keys of a Dict "
+            "observation, or your own gymnasium.ObservationWrapper; or pass features=callable, a function "
+            "(obs, action, next_obs) -> float array (B, D), to the reward model."
         )
         self.space = space
 

@@ -41,7 +41,7 @@ def test_episode_sums_match_a_manual_rollout():
 
 
 def test_solver_gives_the_optimal_return_of_each_episode():
-    # DistributionalShift: optimal true returns 42 (train), 40 (test 1), 44 (test 2); DESIGN.md.
+    # DistributionalShift: optimal true returns 42 (train), 40 (test 1), 44 (test 2); docs/envs.md.
     for variant, optimum in (("train", 42.0), ("test1", 40.0), ("test2", 44.0)):
         env = gym.make("ruagent/DistributionalShift-v0", variant=variant)
         episodes = run_episodes(env, None, 3, seed=0, solve_optimal=True)

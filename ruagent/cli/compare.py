@@ -57,6 +57,12 @@ def _cell(value: dict[str, Any] | None) -> str:
     return "–" if value is None else str(metrics.Interval(**value))
 
 
+def _name_column(table: Table, header: str, names: Sequence[str]) -> None:
+    """A first column wide enough for the longest run name: names are shown whole (folded on narrow
+    terminals), never cut to an ellipsis, so runs that differ only at the end stay apart."""
+    table.add_column(header, min_width=min(max([len(header), *map(len, names)]), 80), overflow="fold")
+
+
 def print_results(
     results: Sequence[dict[str, Any]], pooled: Sequence[dict[str, Any]] = (), console: Console | None = None
 ) -> None:
@@ -66,14 +72,14 @@ def print_results(
         if not console.is_terminal:  # logs and pipes: wide enough that the tables do not wrap
             console.width = max(console.width, 140)
     several = len(results) > 1
+    rows = [(f"{Path(result['run']).name}/{agent}" if several else agent, entry)
+            for result in results for agent, entry in result["agents"].items()]
     table = Table(title="agents (estimate [95% bootstrap interval])", header_style="bold")
-    table.add_column("run / agent" if several else "agent")
+    _name_column(table, "run / agent" if several else "agent", [label for label, _ in rows])
     for name in AGENT_METRICS:
         table.add_column(name.replace("_", " "), justify="right")
-    for result in results:
-        for agent, entry in result["agents"].items():
-            label = f"{Path(result['run']).name}/{agent}" if several else agent
-            table.add_row(label, *(_cell(entry["metrics"][name]) for name in AGENT_METRICS))
+    for label, entry in rows:
+        table.add_row(label, *(_cell(entry["metrics"][name]) for name in AGENT_METRICS))
     console.print(table)
     for group in pooled:
         seeds = Table(title=f"pooled over {len(group['runs'])} seeds (interval over per-seed means)",
@@ -85,7 +91,8 @@ def print_results(
             seeds.add_row(agent, *(_cell(values[name]) for name in AGENT_METRICS))
         console.print(seeds)
     posterior = Table(title="posterior", header_style="bold")
-    for column in ("run", "AUROC test-only", "AUROC hazard", "NLL held-out", "cov90 held-out", "NLL deploy",
+    _name_column(posterior, "run", [Path(result["run"]).name for result in results])
+    for column in ("AUROC test-only", "AUROC hazard", "NLL held-out", "cov90 held-out", "NLL deploy",
                    "cov90 deploy"):
         posterior.add_column(column, justify="right")
     for result in results:
@@ -99,7 +106,8 @@ def print_results(
                 for v, t in e["transfer"].items()]
     if transfer:
         moved = Table(title="policy transfer", header_style="bold")
-        for column in ("run", "agent", "variant", "true return", "side-effect rate"):
+        _name_column(moved, "run", [name for name, *_ in transfer])
+        for column in ("agent", "variant", "true return", "side-effect rate"):
             moved.add_column(column)
         for run_name, agent, variant, values in transfer:
             moved.add_row(run_name, agent, variant, _cell(values["true_return"]), _cell(values["side_effect_rate"]))

@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "Option",
     "apply_overrides",
+    "check_label_split",
     "defaults",
     "dump",
     "get",
@@ -44,8 +45,9 @@ __all__ = [
     "validate",
 ]
 
-#: RiskPPO plus the SB3 algorithms a run can train (the latter see one scalar reward per step).
-AGENT_ALGOS = ("riskppo", "ppo", "a2c", "dqn", "sac", "td3", "ddpg")
+#: the risk agents (RiskPPO, RiskSAC, RiskDQN) plus the SB3 algorithms a run can train (the latter see
+#: one scalar reward per step).
+AGENT_ALGOS = ("riskppo", "risksac", "riskdqn", "ppo", "a2c", "dqn", "sac", "td3", "ddpg")
 #: Extra agents trained next to the risk-averse one, for comparison.
 BASELINES = ("mean", "oracle")
 RISK_NAMES = ("mean", "cvar", "worst", "mean_std", "entropic", "broil")  # == ruagent.risk.RISK_MEASURES
@@ -84,6 +86,8 @@ SCHEMA: dict[str, Option] = {
     "device": _opt("auto", "torch device for the posterior and agents: auto, cpu, cuda, cuda:1, mps"),
     "progress_bar": _opt(True, "show progress bars while fitting and training"),
     "torch_threads": _opt(1, "CPU threads per torch op (0: torch's default); small MLPs run fastest on 1", minimum=0),
+    "note": _opt(None, "a caveat printed when the run starts (presets use it to say what is not tuned or known "
+                       "not to work)", str, nullable=True),
     # -- environments: labels are gathered in the train variant, agents act in the deployment variant
     "env.id": _opt("ruagent/LavaWorld-v0", "any registered Gymnasium env id"),
     "env.label_kwargs": _opt({"variant": "train"}, "gym.make kwargs of the env the labels come from", dict),
@@ -118,7 +122,8 @@ SCHEMA: dict[str, Option] = {
     "reward_model.standardise": _opt(False, "align the members' label-data means (removes constant offsets between "
                                             "members; keeps the common level and the spread)"),
     # -- the agent(s)
-    "agent.algo": _opt("riskppo", "riskppo, or an SB3 algorithm that sees one scalar reward per step",
+    "agent.algo": _opt("riskppo", "riskppo, risksac (Box actions), riskdqn (Discrete), or an SB3 algorithm "
+                       "that sees one scalar reward per step",
                        choices=AGENT_ALGOS),
     "agent.policy": _opt("auto", "SB3 policy name (auto: MultiInputPolicy for Dict observations, else MlpPolicy)"),
     "agent.total_timesteps": _opt(30000, "environment steps per agent", minimum=1),
@@ -128,9 +133,9 @@ SCHEMA: dict[str, Option] = {
     "agent.lam": _opt(None, "mean_std/lcb weight of the std; broil weight of the mean", float, nullable=True,
                       minimum=0.0),
     "agent.beta": _opt(None, "entropic risk aversion", float, nullable=True, minimum=0.0),
-    "agent.mode": _opt("auto", "wrapper's per-step reward (auto: mean for riskppo, else from agent.risk)",
+    "agent.mode": _opt("auto", "wrapper's per-step reward (auto: mean for the risk agents, else from agent.risk)",
                        choices=WRAPPER_MODES),
-    "agent.risk_anneal_fraction": _opt(0.0, "riskppo: share of training over which risk moves from mean to target",
+    "agent.risk_anneal_fraction": _opt(0.0, "risk agents: share of training over which risk moves from mean to target",
                                        float, minimum=0.0, maximum=1.0),
     "agent.hyperparams": _opt({}, "extra constructor kwargs of the algorithm (e.g. n_steps, learning_rate)", dict),
     "agent.checkpoint_freq": _opt(10000, "save a resumable checkpoint every this many steps (0: never)", minimum=0),
@@ -356,7 +361,23 @@ def resolve(config_file: str | Path | None = None, overrides: Iterable[str] = ()
     overridden = {parse_override(text)[0] for text in overrides}
     _check_overridden_risk_parameters(config, overridden)
     _check_overridden_preference_schedule(config, overridden)
+    check_label_split(config)
     return config
+
+
+def check_label_split(config: Mapping[str, Any]) -> None:
+    """Reward labels held out for calibration must leave at least one label to fit the posterior on."""
+    labels = config["labels"]
+    if labels["kind"] != "rewards":
+        return
+    n_heldout = round(labels["heldout_fraction"] * labels["budget"])  # as ruagent.cli.stages splits them
+    if labels["budget"] - n_heldout < 1:
+        raise ConfigError(
+            f"labels.budget={labels['budget']} with labels.heldout_fraction={labels['heldout_fraction']} holds out "
+            f"{n_heldout} of {labels['budget']} reward labels and leaves none to fit the posterior on; "
+            "labels.budget * (1 - labels.heldout_fraction) must leave at least one label: raise labels.budget or "
+            "lower labels.heldout_fraction"
+        )
 
 
 def dump(config: Mapping[str, Any]) -> str:

@@ -19,6 +19,11 @@ Every number has a 95 % bootstrap interval (:mod:`ruagent.metrics`). Results are
 rich tables, written to ``eval.json`` (schema ``ruagent.eval/1``, docs/evaluate.md) and drawn
 in ``plots/``. Several runs are compared side by side; with ``--out DIR`` the comparison is
 also written there.
+
+Exit status: 0 done; 2 a run folder that cannot be evaluated (not a run, no finished agent, a bad
+config.yaml, a corrupt file), said in one line before anything is computed; 1 a write that failed
+for lack of space. Torch runs on the run config's ``torch_threads`` (default 1: the small networks
+run fastest single-threaded, and a busy machine is not oversubscribed).
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ import numpy as np
 from rich.progress import Progress
 
 from ruagent import metrics
-from ruagent.cli.run_dir import RunDir
-from ruagent.io import atomic_write_text
+from ruagent.cli import program_name
+from ruagent.cli.config import ConfigError
+from ruagent.cli.run_dir import RunDir, RunFileError, RunNotFoundError
+from ruagent.io import WriteError, atomic_write_text
 from ruagent.rollouts import Episodes, run_episodes
 
 __all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main", "ood_auroc"]
@@ -57,16 +64,19 @@ def _load_agent(run: RunDir, agent: str, config: dict[str, Any]) -> Any:
     agent, so those come from a fresh model built from it instead.
     """
     from ruagent.cli import factory
-    from ruagent.cli.checkpoints import load_without_unpickling
+    from ruagent.cli.checkpoints import is_complete_model_zip, load_without_unpickling
 
     specs = {spec.name: spec for spec in factory.agent_specs(config)}
     if agent not in specs:
-        raise ValueError(
+        raise RunFileError(
             f"agent {agent!r} in {run.path} is not described by the run's config.yaml (agents: {sorted(specs)}); "
             "evaluate.py loads only agents the config describes, because loading an unknown SB3 zip would "
             "unpickle code from it"
         )
     spec = specs[agent]
+    if not is_complete_model_zip(run.model_path(agent)):
+        raise RunFileError(f"{run.model_path(agent)} is incomplete (not a whole SB3 zip with its 'data' entry); "
+                           f"finish the agent with: python train.py --resume {run.path}")
     venv = factory.make_deploy_vec_env(config, spec, str(run.reward_model_path), config["seed"])
     algo = factory.algo_class(spec.algo)
     template = algo(env=venv, device="cpu", **factory.agent_kwargs(config, spec, venv.observation_space))
@@ -98,7 +108,11 @@ def _label_transitions(run: RunDir, split: str) -> Any | None:
         return None
     from ruagent.data import Transitions
 
-    return Transitions.load(run.labels_path(split))
+    try:
+        return Transitions.load(run.labels_path(split))
+    except ValueError as exc:
+        raise RunFileError(f"{exc}; delete it and evaluate.py draws fresh random-policy labels of the label variant "
+                           "instead") from None
 
 
 # ---------------------------------------------------------------------- metrics
@@ -317,10 +331,7 @@ def evaluate_run(
     """
     from ruagent import load_reward_model
 
-    run = RunDir.open(run_dir)
-    config = run.read_config()
-    if not run.finished_agents():
-        raise FileNotFoundError(f"{run.path} has no finished agent (agents/<name>/model.zip); train one first")
+    run, config = _open_run(run_dir)
     n_episodes = int(episodes or config["eval"]["episodes"])
     deploy_id = env_id or config["env"]["id"]
     deploy_kwargs = {} if env_id else dict(config["env"]["deploy_kwargs"])
@@ -423,10 +434,24 @@ def _config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(config_lib.dump(same).encode()).hexdigest()[:16]
 
 
+def _open_run(run_dir: str | os.PathLike) -> tuple[RunDir, dict[str, Any]]:
+    """The run folder and its config, checked for what evaluation needs (one clear error each).
+
+    :raises RunNotFoundError: not a run folder, or no finished agent.
+    :raises ConfigError: its config.yaml is not valid.
+    """
+    run = RunDir.open(run_dir)
+    config = run.read_config()
+    if not run.finished_agents():
+        raise RunNotFoundError(f"{run.path} has no finished agent (agents/<name>/model.zip); train one first, or "
+                               f"finish this run with: python train.py --resume {run.path}")
+    return run, config
+
+
 # ---------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evaluate.py",
+        prog=program_name("evaluate.py"),
         description="Score a run's agents by the env's true reward (regret, goodhart gap, side effects, transfer) "
         "and its posterior (OOD AUROC, calibration), with 95% bootstrap intervals. Writes RUN_DIR/eval.json "
         "and RUN_DIR/plots/*.png.",
@@ -454,19 +479,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes is not None and args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    results = []
-    for run_dir in args.runs:
-        if not (Path(run_dir) / RunDir.CONFIG).is_file():
-            parser.error(f"{run_dir} is not a run folder (no {RunDir.CONFIG}); pass a folder made by train.py")
-        results.append(evaluate_run(run_dir, episodes=args.episodes, env_id=args.env, seed=args.seed,
-                                    plots=not args.no_plots, render_episodes=args.render_episodes,
-                                    progress_bar=not args.no_progress))
-    from ruagent.cli.compare import pool_seeds, print_results, write_comparison
+    from ruagent.reward_models.base import RewardModelFileError, SpaceMismatchError
 
-    pooled = pool_seeds(results, seed=args.seed)
-    print_results(results, pooled)
-    if args.out is not None:
-        write_comparison(results, pooled, args.out, plots=not args.no_plots)
+    bad_input = (ConfigError, RunNotFoundError, RunFileError, RewardModelFileError, SpaceMismatchError)
+    try:
+        configs = []
+        for run_dir in args.runs:  # every run is checked before any is evaluated
+            if not (Path(run_dir) / RunDir.CONFIG).is_file():
+                raise RunNotFoundError(f"{run_dir} is not a run folder (no {RunDir.CONFIG}); pass a folder made by "
+                                       "train.py")
+            configs.append(_open_run(run_dir)[1])
+        if args.env is not None:
+            import ruagent  # noqa: F401  (registers the testbeds)
+
+            if args.env not in gym.registry:
+                raise ConfigError(f"--env {args.env!r} is not a registered Gymnasium env")
+        threads = configs[0]["torch_threads"]
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # as train.py does: small networks, a shared machine
+        results = [evaluate_run(run_dir, episodes=args.episodes, env_id=args.env, seed=args.seed,
+                                plots=not args.no_plots, render_episodes=args.render_episodes,
+                                progress_bar=not args.no_progress) for run_dir in args.runs]
+        from ruagent.cli.compare import pool_seeds, print_results, write_comparison
+
+        pooled = pool_seeds(results, seed=args.seed)
+        print_results(results, pooled)
+        if args.out is not None:
+            write_comparison(results, pooled, args.out, plots=not args.no_plots)
+    except bad_input as exc:
+        parser.error(str(exc))  # one line, exit status 2
+    except WriteError as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     for result in results:
         print(f"wrote {Path(result['run']) / 'eval.json'}")
     return 0

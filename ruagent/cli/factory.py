@@ -3,8 +3,8 @@
 Everything here is checked by :func:`check_buildable` before any training starts: the env
 id is registered, keyword arguments name real parameters of the classes they go to, the
 algorithm fits the env's action space, and the risk measure has a per-step wrapper mode
-when the algorithm is not RiskPPO. Errors are :class:`~ruagent.cli.config.ConfigError`
-naming the key, the valid choices and the closest match.
+when the algorithm is not a risk agent (RiskPPO, RiskSAC, RiskDQN). Errors are
+:class:`~ruagent.cli.config.ConfigError` naming the key, the valid choices and the closest match.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ __all__ = [
 
 #: risk measure -> the wrapper mode that scalarises it per step (for SB3 algorithms)
 _STEP_MODE = {"mean": "mean", "cvar": "cvar", "worst": "worst", "mean_std": "lcb"}
-_DISCRETE_ONLY = {"dqn"}
-_BOX_ONLY = {"sac", "td3", "ddpg"}
+_DISCRETE_ONLY = {"dqn", "riskdqn"}
+_BOX_ONLY = {"sac", "td3", "ddpg", "risksac"}
+#: risk agent -> the SB3 algorithm of its mean and oracle baselines (with K = 1 and the mean, the same algorithm)
+_RISK_AGENTS = {"riskppo": "ppo", "risksac": "sac", "riskdqn": "dqn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +73,11 @@ def resolve_device(device: str) -> str:
 
 # ---------------------------------------------------------------------------- lookups
 def algo_class(algo: str) -> type:
-    """RiskPPO or the SB3 algorithm class of ``algo`` (``ppo`` -> ``stable_baselines3.PPO``)."""
-    if algo == "riskppo":
-        from ruagent.agents import RiskPPO
+    """The class of ``algo``: a risk agent (riskppo, risksac, riskdqn) or SB3's (``ppo`` -> ``PPO``)."""
+    if algo in _RISK_AGENTS:
+        from ruagent import agents
 
-        return RiskPPO
+        return {"riskppo": agents.RiskPPO, "risksac": agents.RiskSAC, "riskdqn": agents.RiskDQN}[algo]
     import stable_baselines3
 
     return getattr(stable_baselines3, algo.upper())
@@ -96,7 +98,7 @@ def _parameters(fn: Callable) -> set[str]:
         names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             break
-    return names - {"self"}
+    return {name for name in names - {"self"} if not name.startswith("_")}  # (e.g. SB3's _init_setup_model)
 
 
 def _check_kwargs(key: str, kwargs: dict[str, Any], fn: Callable, reserved: set[str]) -> None:
@@ -187,11 +189,11 @@ def agent_specs(config: dict[str, Any]) -> list[AgentSpec]:
         # The naive agent maximises the posterior mean reward, analytic where the family has one (the
         # wrapper's mean mode); RiskPPO with risk=mean would average the K draws instead, and sampling
         # noise on never-labelled weights would then steer it. With K = 1 and mean, RiskPPO is PPO.
-        mean_algo = "ppo" if agent["algo"] == "riskppo" else agent["algo"]
+        mean_algo = _RISK_AGENTS.get(agent["algo"], agent["algo"])
         specs.append(_spec("mean", mean_algo, "mean", {}, "auto" if agent["mode"] == "auto" else "mean",
                            wrapper_kwargs))
     if "oracle" in config["baselines"]:
-        specs.append(AgentSpec("oracle", "ppo" if agent["algo"] == "riskppo" else agent["algo"], None, None, {}))
+        specs.append(AgentSpec("oracle", _RISK_AGENTS.get(agent["algo"], agent["algo"]), None, None, {}))
     return specs
 
 
@@ -202,13 +204,14 @@ def _risk_parameter_names(risk_name: str) -> tuple[str, ...]:
 
 
 def _spec(name: str, algo: str, risk_name: str, params: dict, mode: str, wrapper_kwargs: dict) -> AgentSpec:
-    if algo == "riskppo":
-        # RiskPPO reads all member rewards from the info dict; the scalar reward is only logged
+    if algo in _RISK_AGENTS:
+        # the risk agents read all member rewards (info dict / relabelled replay); the scalar reward is only logged
         return AgentSpec(name, algo, (risk_name, params), "mean" if mode == "auto" else mode, wrapper_kwargs)
     if mode == "auto":
         if risk_name not in _STEP_MODE:
             raise ConfigError(
-                f"agent.risk={risk_name!r} is a trajectory-level measure that only agent.algo=riskppo optimises; "
+                f"agent.risk={risk_name!r} has no per-step wrapper mode; only the risk agents (agent.algo=riskppo, "
+                f"risksac, riskdqn) optimise it; "
                 f"with agent.algo={algo!r} choose agent.risk from {', '.join(_STEP_MODE)} or set agent.mode"
             )
         mode = _STEP_MODE[risk_name]
@@ -271,10 +274,10 @@ def check_buildable(config: dict[str, Any]) -> None:
     for spec in specs:
         if spec.algo in _DISCRETE_ONLY and not isinstance(action_space, spaces.Discrete):
             raise ConfigError(f"agent.algo={spec.algo!r} needs Discrete actions but {env_id} has {action_space}; "
-                              "choose riskppo, ppo or a2c")
+                              "choose riskppo, risksac, ppo, a2c or sac")
         if spec.algo in _BOX_ONLY and not isinstance(action_space, spaces.Box):
             raise ConfigError(f"agent.algo={spec.algo!r} needs Box actions but {env_id} has {action_space}; "
-                              "choose riskppo, ppo, a2c or dqn")
+                              "choose riskppo, riskdqn, ppo, a2c or dqn")
     for spec in specs:
         try:
             _check_kwargs("agent.hyperparams", config["agent"]["hyperparams"], algo_class(spec.algo),

@@ -1,6 +1,6 @@
 """The run folder: where one experiment's files live, written atomically.
 
-Layout (DESIGN.md, "Runs on disk")::
+Layout (docs/cli.md, "The run folder")::
 
     runs/<name>/
         .ruagent-run                 marker: ruagent made this folder (only such folders are --force deleted)
@@ -59,6 +59,7 @@ __all__ = [
     "MARKER",
     "RunDir",
     "RunExistsError",
+    "RunFileError",
     "RunLockedError",
     "RunNameError",
     "RunNotFoundError",
@@ -90,6 +91,10 @@ class RunLockedError(RunExistsError):
 
 class RunNotFoundError(FileNotFoundError):
     """A folder given to --resume or --reward-model that is not what it should be."""
+
+
+class RunFileError(ValueError):
+    """A file of a run folder that cannot be read (torn, corrupt or edited); the message names it and the fix."""
 
 
 class RunNameError(config_lib.ConfigError):
@@ -463,9 +468,24 @@ class RunDir:
         return config_lib.validate(data)
 
     def read_meta(self) -> dict[str, Any]:
+        """run.json as a dict ({} if there is none yet).
+
+        :raises RunFileError: if it is not a JSON object (torn or edited).
+        """
         if not self.meta_path.is_file():
             return {}
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            meta = exc
+        if not isinstance(meta, dict):
+            reason = f"{type(meta).__name__}: {meta}" if isinstance(meta, Exception) else "not a JSON object"
+            raise RunFileError(
+                f"{self.meta_path} is corrupt ({reason}); it records only the stage and status of the run: "
+                f"delete it and resume naming the stage the run was started with, e.g. train.py all --resume "
+                f"{self.path}"
+            )
+        return meta
 
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into run.json (atomically)."""

@@ -1,14 +1,15 @@
 """The stages of a run, each usable alone: labels + posterior fit, agent training, evaluation.
 
-They follow the protocol of DESIGN.md: labels come from the *training* variant of the env
+They follow ruagent's experiment protocol (docs/cli.md): labels come from the *training* variant of the env
 (``env.label_kwargs``); agents train in the *deployment* variant (``env.deploy_kwargs``)
 through :class:`ruagent.VecRewardUncertaintyWrapper`, so they never see the env's reward
 (except the oracle baseline, which is trained on it to measure regret); evaluation scores
 them by the env's reward in the deployment variant.
 
 Each stage skips what a previous (possibly killed) attempt finished, which is what
-``train.py --resume`` relies on: a saved posterior is reused, an agent with a final
-``model.zip`` is skipped, an agent with checkpoints continues from the newest one.
+``train.py --resume`` relies on: a saved posterior is reused, an agent with a complete final
+``model.zip`` is skipped (a torn one is set aside), an agent with checkpoints continues from the
+newest complete one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from rich.console import Console
 
 from ruagent import risk as risk_measures
 from ruagent.cli import factory
-from ruagent.cli.checkpoints import AtomicCheckpointCallback, latest_checkpoint, load_without_unpickling
+from ruagent.cli.checkpoints import (
+    AtomicCheckpointCallback,
+    is_complete_model_zip,
+    latest_checkpoint,
+    load_without_unpickling,
+)
 from ruagent.cli.run_dir import RunDir, RunNotFoundError
 from ruagent.io import atomic_write
 
@@ -175,6 +181,12 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     final = run.model_path(spec.name)
     # a posterior refitted during training is committed in two steps around model.zip (see below)
     refitted = run.reward_model_path.with_name("reward_model.refitted.pt")
+    if final.is_file() and not is_complete_model_zip(final):
+        # not written by train.py (its writes are atomic): a copy cut short, a damaged disk
+        torn = final.with_name("model.torn.zip")
+        os.replace(final, torn)
+        console.print(f"agent {spec.name}: {final} is incomplete (not a whole SB3 zip with its 'data' entry); moved "
+                      f"it to {torn.name} and continuing from the last checkpoint")
     if final.is_file():
         if refitted.is_file():  # killed between model.zip and the rename: finish the commit
             os.replace(refitted, run.reward_model_path)

@@ -398,8 +398,10 @@ def _progress_callback(bar: Any, task: Any) -> Any:
 # ---------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {key}: {text}" for key, text in SWEEP_KEYS.items())
+    from ruagent.cli import program_name
+
     parser = argparse.ArgumentParser(
-        prog="train.py sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=f"{program_name('train.py')} sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a grid of ordinary ruagent runs (seeds x risk measure x risk level x label budget x "
                     "testbed ...) as Ray Tune trials, on this machine or a Ray cluster; then pool them over seeds "
                     "into one table and figures in the sweep folder. Needs the extra: pip install \"ruagent[ray]\".",

@@ -1,7 +1,7 @@
 """The headline experiment's agents: how each one sees the reward and what it optimises.
 
 Every agent but the oracle trains through :class:`ruagent.VecRewardUncertaintyWrapper` and
-never sees the env's reward (protocol step 2 of DESIGN.md):
+never sees the env's reward (step 2 of the experiment protocol, docs/cli.md):
 
 =================  ===========================================================================
 ``oracle``         SB3 PPO on the env's true reward, no wrapper: the upper reference

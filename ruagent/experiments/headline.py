@@ -1,9 +1,9 @@
-"""The headline experiment: does a risk-averse agent stop goodharting under shift? (issue 8)
+"""The headline experiment: does a risk-averse agent stop goodharting under shift?
 
     python -m ruagent.experiments.headline [--seeds 5] [--out results/headline] [--tiny]
                                            [--testbeds ...] [--agents ...] [--workers 2]
 
-For every testbed and seed (the protocol of DESIGN.md): gather reward labels in the
+For every testbed and seed (ruagent's experiment protocol, docs/cli.md): gather reward labels in the
 training variant, fit the posterior (Bayesian linear regression on the env's reward
 features, IRD's φ; TwoHypothesisCartPole's ready posterior), train every agent of
 :mod:`ruagent.experiments.agents` in the deployment variant through the posterior wrapper
@@ -11,7 +11,7 @@ features, IRD's φ; TwoHypothesisCartPole's ready posterior), train every agent 
 
 ```
 table.md, table.json    the results table (every number with a 95 % bootstrap interval),
-                        the posterior's OOD AUROC per shift, and the hopes of issue 8, checked
+                        the posterior's OOD AUROC per shift, and the headline hypotheses, checked
 figures/*.png           headline.png (main figure), per-testbed bars, goodhart curves, ood.png
 runs/...                every job's model, posterior and per-episode results (runner.py)
 headline.log            one line per finished job
@@ -177,7 +177,7 @@ def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ruagent.experiments.headline",
-        description="The headline experiment of ruagent (issue 8): labels in the training variant -> posterior -> "
+        description="The headline experiment of ruagent: labels in the training variant -> posterior -> "
                     "every agent trained in the deployment variant through the posterior -> scored by the truth. "
                     "Writes table.md, table.json and figures/ to --out.",
     )

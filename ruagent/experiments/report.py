@@ -6,7 +6,7 @@ seed means are resampled; Henderson et al. 2018, Agarwal et al. 2021), with one 
 episodes are. Regret is against the env's exact solver where it has one (paired per
 episode), else against the oracle agent of the same seed. ``vs_oracle`` is the agent's mean
 true return divided by the oracle agent's (per seed, then bootstrapped), the yardstick of
-the hope in issue 8; it is left out where the oracle's return is not positive.
+the headline hypotheses (:func:`check_hopes`); it is left out where the oracle's return is not positive.
 
 The report works on whatever results exist, so a partial run still yields a table.
 """
@@ -136,7 +136,9 @@ def _vs_oracle(episodes: list[dict], seeds: list[int], oracle: dict, variant: st
 
 
 def check_hopes(rows: list[dict]) -> list[dict[str, Any]]:
-    """The outcomes issue 8 hopes for, each checked against the table: ``{"claim", "holds", "evidence"}``.
+    """The headline hypotheses (risk agents avoid the hazard the labels never showed, at most 2 % side
+    effects, and keep at least 90 % of the oracle's return), each checked against the table:
+    ``{"claim", "holds", "evidence"}``.
 
     ``holds`` is None where the agents it needs are missing.
     """
@@ -220,7 +222,7 @@ def markdown_table(report: dict[str, Any]) -> str:
                          f"{_format(entry['test_only'])} | {_format(entry['hazard'])} |")
         lines.append("")
     if report["hopes"]:
-        lines += ["## The hopes of issue 8, checked", ""]
+        lines += ["## The headline hypotheses, checked", ""]
         verdict = {True: "holds", False: "**does not hold**", None: "not measured"}
         lines += [f"- {check['claim']}: {verdict[check['holds']]}" for check in report["hopes"]]
         lines.append("")

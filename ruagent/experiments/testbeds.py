@@ -1,7 +1,7 @@
 """The headline experiment's testbeds: where labels come from, where agents train and are scored.
 
-Each :class:`TestbedSpec` fixes one row group of the results table, following the protocol of
-DESIGN.md: reward labels are gathered in ``label_kwargs`` (the training variant) within
+Each :class:`TestbedSpec` fixes one row group of the results table, following the experiment
+protocol (docs/cli.md): reward labels are gathered in ``label_kwargs`` (the training variant) within
 ``label_budget`` transitions of a uniformly random policy, a posterior is fitted on them,
 agents train in ``deploy_kwargs`` through the posterior wrapper, and are scored by the
 env's own reward in each of ``eval_variants``. DistributionalShift is the policy-transfer

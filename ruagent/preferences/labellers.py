@@ -8,7 +8,9 @@ NaN = skipped (no label; the pair is not used). A human may also quit, which rai
 * :class:`SyntheticLabeller` answers from the env's true reward with Boltzmann rationality
   at temperature τ and a probability ε of a uniformly random answer — the Bradley–Terry
   model of :mod:`ruagent.preferences.bradley_terry`, as in Christiano et al. (2017) and
-  the "simulated human" of Lee et al. (B-Pref, NeurIPS Datasets 2021).
+  the "simulated human" of Lee et al. (B-Pref, NeurIPS Datasets 2021) — optionally with
+  B-Pref's other irrationalities: perfect rationality, myopia γ, mistakes, skip and equal
+  thresholds (:meth:`SyntheticLabeller.b_pref` builds their six named teachers).
 * :class:`HumanLabeller` asks in the terminal. Segments with ansi frames (gridworlds) are
   printed side by side; rgb frames are written as one side-by-side PNG per pair and its path
   printed; segments without frames are printed as their observations and actions.
@@ -28,7 +30,15 @@ from ruagent.io import atomic_write
 from ruagent.preferences.bradley_terry import preference_probability
 from ruagent.preferences.segments import SegmentPairs
 
-__all__ = ["LABELLERS", "HumanLabeller", "Labeller", "LabellingQuit", "SyntheticLabeller", "make_labeller"]
+__all__ = [
+    "BPREF_TEACHERS",
+    "LABELLERS",
+    "HumanLabeller",
+    "Labeller",
+    "LabellingQuit",
+    "SyntheticLabeller",
+    "make_labeller",
+]
 
 
 class LabellingQuit(Exception):
@@ -49,31 +59,136 @@ class Labeller(abc.ABC):
         """Labels (B,) float32 in {0, 0.5, 1} or NaN (skipped) for B pairs."""
 
 
+#: B-Pref's simulated teachers (Lee, Smith, Dragan & Abbeel, NeurIPS 2021 Datasets and Benchmarks):
+#: name -> their parameters (beta: rationality, None = perfectly rational; gamma: myopia; mistake: ε;
+#: skip / equal: ε_skip / ε_equal, the thresholds' share of a segment's mean true return)
+BPREF_TEACHERS: dict[str, dict[str, float | None]] = {
+    "oracle": {"beta": None, "gamma": 1.0, "mistake": 0.0, "skip": 0.0, "equal": 0.0},
+    "stoc": {"beta": 1.0, "gamma": 1.0, "mistake": 0.0, "skip": 0.0, "equal": 0.0},
+    "mistake": {"beta": None, "gamma": 1.0, "mistake": 0.1, "skip": 0.0, "equal": 0.0},
+    "skip": {"beta": None, "gamma": 1.0, "mistake": 0.0, "skip": 0.1, "equal": 0.0},
+    "equal": {"beta": None, "gamma": 1.0, "mistake": 0.0, "skip": 0.0, "equal": 0.1},
+    "myopic": {"beta": None, "gamma": 0.9, "mistake": 0.0, "skip": 0.0, "equal": 0.0},
+}
+
+
 class SyntheticLabeller(Labeller):
     """Simulated labeller: P(σ¹ ≻ σ²) = ε/2 + (1 − ε)·sigmoid((R¹ − R²)/τ) on true returns R.
 
-    :param temperature: τ > 0; small τ is a nearly perfectly rational labeller.
+    :param temperature: τ > 0; small τ is a nearly perfectly rational labeller (B-Pref's
+        rationality β is 1/τ).
     :param error_rate: ε in [0, 1), the probability of answering uniformly at random (so the
         answer is wrong on about ε/2 of clear-cut pairs). Fit with ``label_noise=error_rate``.
     :param seed: seeds the answers.
+
+    B-Pref's simulated teachers (Lee et al., NeurIPS 2021 Datasets and Benchmarks) add, all off
+    by default (the defaults give the labeller above, answer for answer):
+
+    :param rational: perfectly rational (B-Pref's β = ∞): the segment with the higher return, 0.5
+        (equally good) on an exact tie; ``temperature`` and ``error_rate`` are then not used.
+    :param gamma: myopia γ in (0, 1]: the step t of a segment with n valid steps after it counts
+        γⁿ, so R = Σ_t γ^(H−t) r_t weights recent steps most (B-Pref's "Myopic" uses 0.9).
+    :param mistake_rate: ε_mistake in [0, 1]: after answering, flip the answer with this
+        probability (B-Pref's "Mistake" uses 0.1; an "equal" answer stays equal).
+    :param skip_threshold: δ_skip: skip (NaN) a pair when neither segment's true, undiscounted return
+        exceeds it, max(R¹, R²) ≤ δ_skip; None never skips. B-Pref's "Skip" uses 0.1 × the mean true
+        return of a segment.
+    :param equal_threshold: δ_equal ≥ 0: answer 0.5 ("equally good") when |R¹ − R²| < δ_equal on
+        true, undiscounted returns (applied after mistakes, as B-Pref does). B-Pref's "Equal" uses
+        0.1 × the mean true return of a segment.
+
+    :meth:`b_pref` builds B-Pref's six named teachers.
     """
 
-    def __init__(self, temperature: float = 1.0, error_rate: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        error_rate: float = 0.0,
+        seed: int | None = None,
+        *,
+        rational: bool = False,
+        gamma: float = 1.0,
+        mistake_rate: float = 0.0,
+        skip_threshold: float | None = None,
+        equal_threshold: float = 0.0,
+    ) -> None:
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; use a small value for a rational labeller")
+            raise ValueError(
+                f"temperature must be > 0, got {temperature}; use a small value for a nearly rational labeller, "
+                "or rational=True for a perfectly rational one"
+            )
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma (myopia) must be in (0, 1], got {gamma}; 1 weighs every step of a segment equally")
+        if not 0.0 <= mistake_rate <= 1.0:
+            raise ValueError(f"mistake_rate must be in [0, 1], got {mistake_rate}")
+        if not equal_threshold >= 0.0:
+            raise ValueError(f"equal_threshold must be >= 0, got {equal_threshold}")
         self.temperature = float(temperature)
         self.error_rate = float(error_rate)
         preference_probability(np.zeros(1), self.error_rate)  # validates error_rate
+        self.rational = bool(rational)
+        self.gamma = float(gamma)
+        self.mistake_rate = float(mistake_rate)
+        self.skip_threshold = None if skip_threshold is None else float(skip_threshold)
+        self.equal_threshold = float(equal_threshold)
         self.rng = np.random.default_rng(seed)
 
+    @classmethod
+    def b_pref(cls, teacher: str, segment_return: float = 1.0, seed: int | None = None) -> SyntheticLabeller:
+        """One of B-Pref's simulated teachers by name: ``oracle``, ``stoc``, ``mistake``, ``skip``,
+        ``equal``, ``myopic`` (:data:`BPREF_TEACHERS`).
+
+        :param segment_return: the scale of the skip and equal thresholds (δ = ε × it); B-Pref uses the
+            mean true return of a segment of the agent's behaviour so far (its average episode return
+            × segment length / episode length), updated during training.
+        """
+        if teacher not in BPREF_TEACHERS:
+            raise ValueError(f"unknown B-Pref teacher {teacher!r}; choose one of {sorted(BPREF_TEACHERS)}")
+        params = BPREF_TEACHERS[teacher]
+        scale = abs(float(segment_return))
+        beta = params["beta"]
+        return cls(
+            temperature=1.0 if beta is None else 1.0 / beta,
+            seed=seed,
+            rational=beta is None,
+            gamma=float(params["gamma"]),
+            mistake_rate=float(params["mistake"]),
+            skip_threshold=params["skip"] * scale if params["skip"] else None,
+            equal_threshold=float(params["equal"]) * scale,
+        )
+
+    def returns(self, pairs: SegmentPairs) -> np.ndarray:
+        """The returns the labeller compares, (B, 2): true returns, discounted towards the start if myopic."""
+        if self.gamma == 1.0:
+            return pairs.env_returns()
+        mask = pairs.mask
+        steps_after = np.flip(np.cumsum(np.flip(mask, -1), axis=-1), -1) - mask  # valid steps after each step
+        return np.where(mask, pairs.env_rewards * self.gamma ** steps_after, 0.0).sum(axis=-1)
+
     def probability(self, pairs: SegmentPairs) -> np.ndarray:
-        """P(first ≻ second) of every pair, (B,) float64."""
-        returns = pairs.env_returns()  # (B, 2)
-        return preference_probability((returns[:, 0] - returns[:, 1]) / self.temperature, self.error_rate)
+        """P(first ≻ second) of every pair, (B,) float64 (before mistakes, skips and equal answers)."""
+        returns = self.returns(pairs)  # (B, 2)
+        delta = returns[:, 0] - returns[:, 1]
+        if self.rational:
+            return np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, 0.5))
+        return preference_probability(delta / self.temperature, self.error_rate)
 
     def label(self, pairs: SegmentPairs) -> np.ndarray:
-        """Bernoulli draws of :meth:`probability`: (B,) float32 of 0/1."""
-        return (self.rng.random(len(pairs)) < self.probability(pairs)).astype(np.float32)
+        """Bernoulli draws of :meth:`probability` (its value itself when rational), then B-Pref's
+        mistakes, equal answers and skips: (B,) float32 of 0/0.5/1 or NaN."""
+        probability = self.probability(pairs)
+        draws = self.rng.random(len(pairs))
+        labels = probability.astype(np.float32) if self.rational else (draws < probability).astype(np.float32)
+        if self.mistake_rate > 0:
+            flip = self.rng.random(len(pairs)) < self.mistake_rate
+            labels[flip] = 1.0 - labels[flip]
+        if self.equal_threshold > 0 or self.skip_threshold is not None:
+            true_returns = pairs.env_returns()
+            if self.equal_threshold > 0:
+                labels[np.abs(true_returns[:, 0] - true_returns[:, 1]) < self.equal_threshold] = 0.5
+            if self.skip_threshold is not None:
+                labels[true_returns.max(axis=1) <= self.skip_threshold] = np.nan
+        return labels
 
 
 #: what a human types -> label (None for commands)

@@ -17,6 +17,7 @@ import abc
 import importlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -288,6 +289,28 @@ def _batch_size(value: Any, name: str) -> int:
     return int(array.shape[0])
 
 
+def _check_zip_crcs(path: Path) -> None:
+    """Refuse a torch zip whose members fail their CRC-32 (torch's reader does not check them, so a byte
+    flipped inside tensor data would load as a different weight) or whose file entries are flagged as
+    folders. Files that are not zips are left to ``torch.load``, which names what they are."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            # torch's reader takes an entry flagged as a folder (MS-DOS attribute 0x10) to be empty
+            bad = bad or next((i.filename for i in archive.infolist() if i.external_attr & 0x10 and i.file_size), None)
+    except zipfile.BadZipFile:  # no zip directory at all: torch.load says what the file is
+        return
+    except Exception as exc:  # damaged headers: zipfile raises several types
+        raise RewardModelFileError(
+            f"{path} is corrupt (truncated, corrupt, or another format): {type(exc).__name__}: {exc}"
+        ) from exc
+    if bad is not None:
+        raise RewardModelFileError(
+            f"{path} is corrupt: its entry {bad!r} fails its CRC-32 or attribute check (damaged on disk or in "
+            "transfer); refit the posterior (train.py fit-reward) or restore the file from a copy"
+        )
+
+
 def load_reward_model(path: str | os.PathLike, env: gym.Env | None = None) -> RewardModel:
     """Load any reward model saved by ruagent; the family is read from the file.
 
@@ -298,6 +321,7 @@ def load_reward_model(path: str | os.PathLike, env: gym.Env | None = None) -> Re
     path = Path(path)
     if not path.is_file():
         raise RewardModelFileError(f"no reward-model file at {path}")
+    _check_zip_crcs(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for torn or foreign files

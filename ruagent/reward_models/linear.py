@@ -426,6 +426,7 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         :return: the model (fitted in place).
         """
         del progress_bar
+        labelled_arrays(data)  # refuse empty or non-finite labels before any state changes
         if self.in_dim is not None:
             self.input_loc = self.input_scale = None
         phi, y, features = self._labelled_basis(data, env, first=True)

@@ -39,11 +39,13 @@ from ruagent.reward_models.base import RewardModel, load_reward_model, member_mo
 __all__ = [
     "MODES",
     "MissingMonitorWarning",
+    "NonFiniteRewardError",
     "OuterMonitorWarning",
     "PosteriorRewardCore",
     "PosteriorRewards",
     "as_reward_model",
     "batch_one",
+    "env_labels",
     "replace_rows",
     "warn_missing_monitor",
     "warn_outer_monitor",
@@ -60,6 +62,10 @@ class MissingMonitorWarning(UserWarning):
 
 class OuterMonitorWarning(UserWarning):
     """An episode monitor sits outside a reward-uncertainty wrapper, so it records proxy returns."""
+
+
+class NonFiniteRewardError(FloatingPointError):
+    """A NaN or inf reward at a wrapper step: the env's own reward, or the scalar handed to the agent."""
 
 
 #: whether this process has already warned about an outer monitor (see :func:`warn_outer_monitor`)
@@ -145,6 +151,9 @@ class PosteriorRewardCore:
         self._mean_return = np.zeros(b)
         self._member_returns = np.zeros((b, k))
         self._length = np.zeros(b, dtype=np.int64)
+        self._steps = np.zeros(b, dtype=np.int64)  # steps since construction, per env (named in errors)
+        #: how errors name env i (the skins set the env ids)
+        self.env_names = [f"env {i}" for i in range(b)]
         self._rngs: list[np.random.Generator] = []
         self._checked_probs: np.ndarray | None = None
         self._uniform = False
@@ -185,21 +194,37 @@ class PosteriorRewardCore:
             self._checked_probs, self._uniform = probs, bool(np.all(probs == probs[0]))
         return self._uniform
 
+    def _where(self, i: int) -> str:
+        return f"{self.env_names[i]}, step {int(self._steps[i])} (episode step {int(self._length[i]) + 1})"
+
     @property
     def sampled_members(self) -> np.ndarray:
         """(B,) the member each env follows this episode (``sample`` mode; zeros otherwise)."""
         return self._sampled_member.copy()
 
     # ------------------------------------------------------------------ the step
-    def step(self, obs: Any, action: Any, next_obs: Any, dones: np.ndarray) -> PosteriorRewards:
+    def step(
+        self, obs: Any, action: Any, next_obs: Any, dones: np.ndarray, env_rewards: np.ndarray | None = None
+    ) -> PosteriorRewards:
         """Posterior rewards for B transitions, with ONE call to the reward model.
 
         :param obs: batched observations (leading axis B; dict/tuple of batches for Dict/Tuple).
         :param action: (B, ...) actions.
         :param next_obs: batched next observations (the true last observation at episode ends).
         :param dones: (B,) bool, True where the episode ended with this transition.
+        :param env_rewards: (B,) the env's own rewards, checked to be finite (they go to
+            ``info["env_reward"]`` and to the Monitor's true return).
+        :raises NonFiniteRewardError: naming the env and the step, for a NaN/inf env reward or a
+            NaN/inf scalar reward (e.g. label statistics of NaN under ``standardise=True``).
         """
         b = self.n_envs
+        self._steps += 1
+        if env_rewards is not None and not np.isfinite(env_rewards).all():
+            i = int(np.flatnonzero(~np.isfinite(env_rewards))[0])
+            raise NonFiniteRewardError(
+                f"{self._where(i)} returned a non-finite reward {float(env_rewards[i])} (it would become "
+                "info['env_reward'] and the Monitor's true return); fix the env's reward computation"
+            )
         members, mean, std = self.reward_model.predict_moments(obs, action, next_obs)
         k = self.reward_model.n_members
         assert members.shape == (k, b), f"reward model gave shape {members.shape}, expected (K={k}, B={b})"
@@ -221,6 +246,13 @@ class PosteriorRewardCore:
                 self._sampled_member[:] = self._draw_members(self._env_index)
             rewards = members[self._sampled_member, self._env_index]
         assert rewards.shape == (b,) and rewards.dtype == np.float32, (rewards.shape, rewards.dtype)
+        if not np.isfinite(rewards).all():
+            i = int(np.flatnonzero(~np.isfinite(rewards))[0])
+            raise NonFiniteRewardError(
+                f"the posterior reward handed to the agent is {float(rewards[i])} at {self._where(i)} (mode "
+                f"{self.mode!r}, standardise={self.standardise}, reward_loc={self.reward_model.reward_loc}); "
+                "refit the reward model on finite, non-empty labels"
+            )
         self._proxy_return += rewards
         self._mean_return += mean
         self._member_returns += members.T
@@ -280,6 +312,19 @@ def warn_outer_monitor(wrapper_name: str, monitor: str) -> None:
         OuterMonitorWarning,
         stacklevel=3,
     )
+
+
+def env_labels(env: Any) -> list[str]:
+    """How errors name the envs under a skin: the env id of a gymnasium env, or "<id> (sub-env i)"
+    for each sub-env of an SB3 VecEnv (one ``get_attr`` call, at construction)."""
+    if hasattr(env, "num_envs") and hasattr(env, "get_attr"):
+        try:
+            spec_ids = [getattr(spec, "id", None) for spec in env.get_attr("spec")]
+        except Exception:  # a VecEnv whose sub-envs do not answer: plain indices
+            spec_ids = [None] * env.num_envs
+        return [f"{spec_id or 'VecEnv'} (sub-env {i})" for i, spec_id in enumerate(spec_ids)]
+    spec = getattr(env, "spec", None)
+    return [getattr(spec, "id", None) or type(getattr(env, "unwrapped", env)).__name__]
 
 
 def batch_one(value: Any) -> Any:

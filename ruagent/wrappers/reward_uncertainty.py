@@ -21,6 +21,7 @@ from ruagent.wrappers.core import (
     PosteriorRewardCore,
     as_reward_model,
     batch_one,
+    env_labels,
     warn_missing_monitor,
     warn_outer_monitor,
 )
@@ -81,6 +82,7 @@ class RewardUncertaintyWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.reward_model = as_reward_model(reward_model)
         self.reward_model.bind(env)
         self.core = PosteriorRewardCore(self.reward_model, 1, mode, lcb_c, cvar_alpha, standardise, seed)
+        self.core.env_names = env_labels(env)
         if not (is_wrapped(env, Monitor) or is_wrapped(env, RecordEpisodeStatistics)):
             warn_missing_monitor(type(self).__name__, f"Wrap the env first: {type(self).__name__}(Monitor(env), ...).")
         self._last_obs: Any = None
@@ -118,7 +120,8 @@ class RewardUncertaintyWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise gym.error.ResetNeeded(f"call reset() before step() on {type(self).__name__}")
         next_obs, env_reward, terminated, truncated, info = self.env.step(action)
         self._done_mask[0] = terminated or truncated
-        out = self.core.step(batch_one(self._last_obs), batch_one(action), batch_one(next_obs), self._done_mask)
+        out = self.core.step(batch_one(self._last_obs), batch_one(action), batch_one(next_obs), self._done_mask,
+                             np.array([env_reward], dtype=np.float64))
         info["env_reward"] = float(env_reward)
         info["reward_members"] = out.members[:, 0]
         info["reward_mean"] = float(out.mean[0])

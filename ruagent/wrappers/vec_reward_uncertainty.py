@@ -17,6 +17,7 @@ from ruagent.reward_models.base import RewardModel
 from ruagent.wrappers.core import (
     PosteriorRewardCore,
     as_reward_model,
+    env_labels,
     replace_rows,
     warn_missing_monitor,
     warn_outer_monitor,
@@ -62,6 +63,7 @@ class VecRewardUncertaintyWrapper(VecEnvWrapper):
         self.reward_model = as_reward_model(reward_model)
         self.reward_model.bind(venv)  # checks spaces; env features come from sub-env 0 (VecEnv.get_attr)
         self.core = PosteriorRewardCore(self.reward_model, venv.num_envs, mode, lcb_c, cvar_alpha, standardise, seed)
+        self.core.env_names = env_labels(venv)
         if not _is_monitored(venv):
             warn_missing_monitor(
                 type(self).__name__,
@@ -110,7 +112,7 @@ class VecRewardUncertaintyWrapper(VecEnvWrapper):
         next_obs = obs
         if dones.any():
             next_obs = replace_rows(obs, {int(i): _terminal_observation(infos, i) for i in np.flatnonzero(dones)})
-        out = self.core.step(self._last_obs, self._actions, next_obs, dones)
+        out = self.core.step(self._last_obs, self._actions, next_obs, dones, env_rewards)
         members_by_env = np.ascontiguousarray(out.members.T)  # (B, K): each row a contiguous (K,) view
         for info, members, mean, std, env_reward in zip(
             infos, members_by_env, out.mean.tolist(), out.std.tolist(), env_rewards.tolist()

@@ -82,8 +82,10 @@ def test_bad_config_key_fails_with_status_2_as_a_subprocess(tmp_path):
         (["--set", "agent.risk=cvra"], ["agent.risk", "'cvar'", "entropic"]),
         (["--env", "CartPol-v1"], ["CartPol-v1", "CartPole-v1"]),
         (["--set", "agent.hyperparams.n_step=64"], ["agent.hyperparams.n_step", "n_steps"]),
-        (["--env", "CartPole-v1", "--set", "env.label_kwargs={}", "env.deploy_kwargs={}"],
+        (["--env", "CartPole-v1", "--set", "reward_model.features=env"],
          ["reward_features", "reward_model.features=transition"]),
+        (["--set", "labels.budget=2", "labels.heldout_fraction=0.9"],
+         ["leaves none to fit the posterior on", "labels.budget * (1 - labels.heldout_fraction)"]),
         (["--set", "reward_model.family=ensemble", "reward_model.fit={epoch: 3}"],
          ["reward_model.fit.epoch", "epochs"]),
         (["--set", "reward_model.fit={epochs: 3}"], ["reward_model.fit.epochs", "none (remove the key)"]),
@@ -149,9 +151,9 @@ def test_refuses_to_overwrite_a_run_unless_forced(tmp_path, monkeypatch):
 
 
 def test_fit_reward_once_then_train_sb3_agents_on_any_gym_env(tmp_path):
-    # the cartpole preset: CartPole-v1, no variants, an ensemble on the featurised transition
-    common = ("--config", "cartpole", "--no-progress", "--set", "reward_model.n_members=3",
-              "reward_model.fit={epochs: 3}")
+    # the cartpole preset (CartPole-v1, no variants) with an ensemble on the featurised transition
+    common = ("--config", "cartpole", "--no-progress", "--set", "reward_model.family=ensemble",
+              "reward_model.n_members=3", "reward_model.fit={epochs: 3}")
     fitted = train("fit-reward", "--name", "posterior", *common, "labels.budget=200", cwd=tmp_path)
     assert fitted.returncode == 0, fitted.stderr
     agent = train("agent", "--reward-model", "runs/posterior", "--name", "a2c", "--algo", "a2c", *common,
@@ -309,6 +311,16 @@ def test_full_default_run_avoids_lava_where_the_mean_agent_does_not(tmp_path):
     assert risk["side_effect_rate"]["estimate"] < mean["side_effect_rate"]["estimate"] - 0.5
     assert risk["true_return"]["estimate"] > mean["true_return"]["estimate"] + 1.0
     assert risk["goodhart_gap"]["estimate"] < mean["goodhart_gap"]["estimate"]
+
+
+@pytest.mark.slow
+def test_cartpole_preset_balances_for_500_steps(tmp_path):
+    """The cartpole preset at its own budget: both agents reach a true return of at least 450 (of 500)."""
+    result = train("--config", "cartpole", "--name", "cp", "--no-progress", cwd=tmp_path, timeout=1800)
+    assert result.returncode == 0, result.stderr
+    agents = json.loads((tmp_path / "runs/cp/eval.json").read_text())["agents"]
+    for agent in ("risk", "mean"):
+        assert agents[agent]["metrics"]["true_return"]["estimate"] >= 450, (agent, result.stdout)
 
 
 def test_label_flags_set_the_preference_keys():

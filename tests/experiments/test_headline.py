@@ -44,7 +44,7 @@ def test_tiny_run_writes_table_and_every_figure(tiny_run: tuple[Path, dict]) -> 
     table = (out / "table.md").read_text()
     for spec in TESTBEDS.values():
         assert spec.title in table
-    assert "OOD AUROC" in table and "hopes of issue 8" in table
+    assert "OOD AUROC" in table and "headline hypotheses, checked" in table
 
 
 def test_tiny_run_has_a_row_per_testbed_variant_and_agent_with_valid_intervals(tiny_run: tuple[Path, dict]) -> None:

@@ -190,7 +190,11 @@ def _check_step_info(info: dict, reward: float) -> None:
     assert members.shape == (N_MEMBERS,) and members.dtype == np.float32
     assert np.isfinite(members).all() and np.isfinite(reward)
     assert isinstance(info["env_reward"], float)
-    assert info["reward_mean"] == pytest.approx(float(members.astype(np.float64).mean()), rel=1e-5, abs=1e-5)
+    # reward_mean/std are the posterior's moments (analytic where the family has them), of which the
+    # K members are draws: their average lies within a few posterior stds of the mean
+    assert np.isfinite(info["reward_mean"]) and info["reward_std"] >= 0
+    gap = abs(info["reward_mean"] - float(members.astype(np.float64).mean()))
+    assert gap <= 4 * info["reward_std"] + 1e-5, (gap, info["reward_std"])
 
 
 @cases(120)
@@ -221,7 +225,7 @@ def test_gym_skin_hands_out_posterior_rewards_or_refuses_a_model_of_other_spaces
         _, reward, _, truncated, info = wrapped.step(wrapped.action_space.sample())
         assert isinstance(reward, float)
         _check_step_info(info, reward)
-        if mode != "lcb":  # mean - c*std may go below the lowest member
+        if mode not in ("lcb", "mean"):  # mean - c*std, and the analytic mean, may leave the members' range
             members = info["reward_members"]
             assert members.min() - 1e-5 <= reward <= members.max() + 1e-5
         if truncated:
@@ -244,8 +248,8 @@ def test_vec_skin_gives_B_rewards_with_one_posterior_call(family, mode, observat
         [lambda: Monitor(RandomSpaceEnv(observation_space, action_space, horizon=3))] * n_envs
     )
     model = small_model(family, observation_space, action_space, seed % 1000)
-    predict, calls = model.predict, []
-    model.predict = lambda *batch: calls.append(len(calls)) or predict(*batch)
+    predict_moments, calls = model.predict_moments, []
+    model.predict_moments = lambda *batch: calls.append(len(calls)) or predict_moments(*batch)
     wrapped = VecRewardUncertaintyWrapper(venv, model, mode=mode, seed=seed)
     wrapped.seed(seed)
     wrapped.reset()
