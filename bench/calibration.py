@@ -15,7 +15,7 @@ For each testbed x posterior configuration x seed:
 
 Configurations: ``ensemble-transition`` / ``linear-transition`` (featuriser of (obs, action,
 next_obs)) and ``ensemble-env`` / ``linear-env`` (the env's ``reward_features``, where it has one).
-Targets of issue 14 on the hazard testbeds (checked on the mean over seeds): the 90 % member
+Targets on the hazard testbeds (checked on the mean over seeds): the 90 % member
 interval covers the truth on >= 85 % of hazard and >= 80 % of heldout transitions, heldout mean
 width <= 0.1 x hazard mean width, AUROC(hazard vs heldout) >= 0.95. DistributionalShift's lava
 is in its training map (its hazard group is labelled): its verdict is printed with a note.
@@ -53,7 +53,7 @@ MODELS = {
     "linear-transition": ("linear", "transition"),
     "linear-env": ("linear", "env"),
 }
-#: issue 14's targets on the hazard testbeds
+#: calibration targets on the hazard testbeds
 TARGETS = {"hazard_coverage_90": 0.85, "heldout_coverage_90": 0.80, "width_ratio": 0.1, "auroc_hazard": 0.95}
 QUICK_TESTBEDS = ("LavaWorld", "CartPole")
 

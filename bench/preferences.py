@@ -1,6 +1,6 @@
 """Throughput of preference learning: ensemble training pairs/s and candidate pairs scored/s.
 
-Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segments. Figures:
+Setting: K = 5 members, 500 labelled pairs of 25-step CartPole segments. Figures:
 
 * ``train_pairs_per_s``: pairs × epochs / seconds of :class:`EnsemblePreferenceFitter` (fixed
   epochs, no early stopping, minibatches of ``--batch-size`` pairs), all members in one batched
@@ -20,7 +20,7 @@ Setting of issue 6: K = 5 members, 500 labelled pairs of 25-step CartPole segmen
   loops over members like this, but also goes pair by pair; this baseline keeps the
   flattened-pairs batching, so it isolates the member loop), for training and scoring.
 
-Anchor (issue 6): imitation 1.0.1 ≈ 430 training and ≈ 645 scoring pairs/s on 2 cores, with
+Anchor: imitation 1.0.1 ≈ 430 training and ≈ 645 scoring pairs/s on 2 cores, with
 its default reward net (BasicRewardNet, hidden (32, 32)); so ``--hidden`` defaults to (32, 32).
 Our ensemble's own default is (64, 64): run ``--hidden 64 64`` for it.
 Every figure is the median of ``--repeats`` runs, as wall-clock rates and (``per_cpu_second``)

@@ -1,7 +1,7 @@
 """Calibration of a reward posterior as a report: does it know what it does not know?
 
-DESIGN.md ("Priors and calibration") asks every posterior to cover the true reward where
-labels are dense *and* where they are absent, in reward units. This module measures that
+A reward posterior should cover the true reward where labels are dense *and* where they are
+absent, in reward units (docs/reward_models.md, "Priors in reward units"). This module measures that
 on named groups of labelled transitions, using only a posterior's public calls
 (``predict_moments``, falling back to ``predict``), so it works for every family:
 
