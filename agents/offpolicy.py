@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from ruagent import risk as risk_measures
 from ruagent.agents.replay_buffers import DictRelabellingReplayBuffer, RelabellingReplayBuffer
-from ruagent.agents.risk_ppo.risk_ppo import find_reward_model, find_wrapper_attr
+from ruagent.agents.risk_ppo.risk_ppo import find_reward_model, find_wrapper_attr, normalised_member_probs
 from ruagent.spaces import spaces_equal
 
 __all__ = ["RiskOffPolicyMixin"]
@@ -82,15 +82,7 @@ class RiskOffPolicyMixin:
             self._read_posterior(self.env)
         if self.n_members is None:
             raise ValueError(f"{name} could not infer n_members (K): pass n_members=K, or {_WRAP_HINT}")
-        if self.member_probs is None:
-            self.member_probs = np.full(self.n_members, 1.0 / self.n_members).tolist()
-        probs = np.asarray(self.member_probs, dtype=np.float64)
-        if probs.shape != (self.n_members,) or not np.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(
-                f"member_probs must be {self.n_members} non-negative finite numbers (one per member), "
-                f"got {self.member_probs!r}; pass None to take the reward model's"
-            )
-        self.member_probs = (probs / probs.sum()).tolist()
+        self.member_probs = normalised_member_probs(self.member_probs, self.n_members)
         if self.replay_buffer_class is None:
             dict_obs = isinstance(self.observation_space, spaces.Dict)
             self.replay_buffer_class = DictRelabellingReplayBuffer if dict_obs else RelabellingReplayBuffer

@@ -57,6 +57,19 @@ def find_wrapper_attr(env: VecEnv, name: str) -> Any | None:
     return None
 
 
+def normalised_member_probs(member_probs: Any, n_members: int) -> list[float]:
+    """The K member probabilities as a list summing to 1 (uniform for None); a clear error for bad ones."""
+    if member_probs is None:
+        return np.full(n_members, 1.0 / n_members).tolist()
+    probs = np.asarray(member_probs, dtype=np.float64)
+    if probs.shape != (n_members,) or not np.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(
+            f"member_probs must be {n_members} non-negative finite numbers (one per member), "
+            f"got {member_probs!r}; pass None to take the reward model's"
+        )
+    return (probs / probs.sum()).tolist()
+
+
 def find_reward_model(env: VecEnv) -> Any | None:
     """The reward posterior behind ``env``, or None."""
     return find_wrapper_attr(env, "reward_model")
@@ -137,15 +150,7 @@ class RiskPPO(PPO):
             self._read_posterior(self.env)
         if self.n_members is None:
             raise ValueError(f"RiskPPO could not infer n_members (K): pass n_members=K, or {_WRAP_HINT}")
-        if self.member_probs is None:
-            self.member_probs = np.full(self.n_members, 1.0 / self.n_members).tolist()
-        probs = np.asarray(self.member_probs, dtype=np.float64)
-        if probs.shape != (self.n_members,) or not np.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(
-                f"member_probs must be {self.n_members} non-negative finite numbers (one per member), "
-                f"got {self.member_probs!r}; pass None to take the reward model's"
-            )
-        self.member_probs = (probs / probs.sum()).tolist()
+        self.member_probs = normalised_member_probs(self.member_probs, self.n_members)
         if self.standardise_rewards and self.reward_loc is None:
             raise ValueError(
                 "standardise_rewards=True needs the reward model's label statistics (reward_loc, reward_scale), "

@@ -8,8 +8,6 @@ in this process, as a user's shell would see it (exit status and stderr).
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import os
 import shutil
@@ -17,12 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import yaml
 
 from tests.cli.test_train_cli import TRAIN, num_timesteps, rollout_total, run_main
+from tests.helpers import FullDisk, call_main
 
 #: an interrupted LavaWorld run: one agent, a checkpoint every rollout of 2 x 32 steps
 TOTAL, N_STEPS, N_ENVS = 2048, 32, 2
@@ -38,13 +36,8 @@ def error_lines(stderr: str) -> list[str]:
 def evaluate_main(*args: str) -> tuple[int, str]:
     from ruagent.cli.evaluate import main
 
-    err = io.StringIO()
-    with redirect_stdout(io.StringIO()), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    code, _, err = call_main(main, *args)
+    return code, err
 
 
 # ---------------------------------------------------------------------------- Ctrl-C, torn model, resume
@@ -146,19 +139,6 @@ def test_a_full_disk_exits_1_naming_the_file_and_errno(tmp_path, monkeypatch):
     import torch
 
     real_save = torch.save
-
-    class FullDisk:
-        def __init__(self, inner):
-            self.inner, self.n = inner, 0
-
-        def write(self, data):
-            self.n += len(data)
-            if self.n > 64:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.inner.write(data)
-
-        def flush(self):
-            self.inner.flush()
 
     monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, FullDisk(f), *a, **k))
     monkeypatch.chdir(tmp_path)

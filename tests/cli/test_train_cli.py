@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import call_main
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 #: a LavaWorld run small enough for the default suite (the real default trains 40k steps per agent)
@@ -41,18 +43,9 @@ def rollout_total(total: int, n_steps: int, n_envs: int) -> int:
 # ---------------------------------------------------------------------------- help and config errors
 def run_main(*args: str) -> tuple[int, str, str]:
     """train.py's main() in this process (cheaper than a subprocess for checks that stop early)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
     from ruagent.cli.train import main
 
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    return call_main(main, *args)
 
 
 def test_help_lists_stages_and_every_config_key_with_its_default(tmp_path):

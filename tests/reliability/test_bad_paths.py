@@ -19,6 +19,7 @@ from ruagent.io import WriteError, atomic_write
 from ruagent.spaces import UnsupportedSpaceError
 from ruagent.wrappers import RewardUncertaintyWrapper, VecRewardUncertaintyWrapper
 from ruagent.wrappers.core import NonFiniteRewardError
+from tests.helpers import FullDisk
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*prior_reward_scale.*:UserWarning")
 
@@ -146,19 +147,6 @@ def test_a_full_disk_during_a_write_names_the_file_and_the_errno(tmp_path, monke
 
     target = tmp_path / "reward_model.pt"
     target.write_bytes(b"previous")
-
-    class FullDisk:
-        def __init__(self, inner):
-            self.inner, self.n = inner, 0
-
-        def write(self, data):
-            self.n += len(data)
-            if self.n > 64:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.inner.write(data)
-
-        def flush(self):
-            self.inner.flush()
 
     with pytest.raises(WriteError) as refused, atomic_write(target) as f:
         torch.save({"weights": torch.zeros(1000)}, FullDisk(f))

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import pickle
 import struct
 import zipfile
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import cloudpickle
@@ -22,6 +20,7 @@ from ruagent.cli.checkpoints import latest_checkpoint, load_without_unpickling
 from ruagent.reward_models.base import FORMAT_VERSION, RewardModelFileError, load_reward_model
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.reward_models.linear import BayesianLinearRewardModel
+from tests.helpers import call_main
 
 from .strategies import RandomSpaceEnv
 
@@ -238,13 +237,8 @@ def run_train(*args: str) -> tuple[int, str]:
     """train.py's main() in this process: (exit status, stderr)."""
     from ruagent.cli.train import main
 
-    err = io.StringIO()
-    with redirect_stdout(io.StringIO()), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    code, _, err = call_main(main, *args)
+    return code, err
 
 
 def test_config_with_a_python_tag_is_refused_without_running_it(tmp_path):

@@ -1,0 +1,36 @@
+"""Small helpers shared by the CLI and reliability tests."""
+
+from __future__ import annotations
+
+import errno
+import io
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Any
+
+
+def call_main(main: Callable[[list[str]], int], *args: str) -> tuple[int, str, str]:
+    """A command line's ``main(argv)`` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+class FullDisk:
+    """A file object that fails with ENOSPC once more than ``limit`` bytes were written to it."""
+
+    def __init__(self, inner: Any, limit: int = 64) -> None:
+        self.inner, self.limit, self.n = inner, limit, 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        if self.n > self.limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.inner.write(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
