@@ -18,7 +18,12 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from ruagent import risk as risk_measures
 from ruagent.agents.replay_buffers import DictRelabellingReplayBuffer, RelabellingReplayBuffer
-from ruagent.agents.risk_ppo.risk_ppo import find_reward_model, find_wrapper_attr, normalised_member_probs
+from ruagent.agents.risk_ppo.risk_ppo import (
+    find_reward_model,
+    find_wrapper_attr,
+    normalised_member_probs,
+    refuse_double_standardisation,
+)
 from ruagent.spaces import spaces_equal
 
 __all__ = ["RiskOffPolicyMixin"]
@@ -125,11 +130,7 @@ class RiskOffPolicyMixin:
         self.n_members = int(model.n_members)
         if self.member_probs is None:
             self.member_probs = np.asarray(model.member_probs, dtype=np.float64).tolist()
-        if self.standardise_rewards and find_wrapper_attr(env, "standardise"):
-            raise ValueError(
-                "standardise_rewards=True, but the wrapper already standardises member rewards (standardise=True); "
-                "standardise in one place: pass standardise_rewards=False here, or standardise=False to the wrapper"
-            )
+        refuse_double_standardisation(env, self.standardise_rewards)
         if self.standardise_rewards and getattr(model, "reward_loc", None) is None:
             raise ValueError(
                 "standardise_rewards=True needs the reward model's label statistics (reward_loc), but it has none; "

@@ -70,6 +70,15 @@ def normalised_member_probs(member_probs: Any, n_members: int) -> list[float]:
     return (probs / probs.sum()).tolist()
 
 
+def refuse_double_standardisation(env: VecEnv, standardise_rewards: bool) -> None:
+    """An agent that aligns member rewards itself must not sit on a wrapper that already does."""
+    if standardise_rewards and find_wrapper_attr(env, "standardise"):
+        raise ValueError(
+            "standardise_rewards=True, but the wrapper already standardises member rewards (standardise=True); "
+            "standardise in one place: pass standardise_rewards=False here, or standardise=False to the wrapper"
+        )
+
+
 def find_reward_model(env: VecEnv) -> Any | None:
     """The reward posterior behind ``env``, or None."""
     return find_wrapper_attr(env, "reward_model")
@@ -182,11 +191,7 @@ class RiskPPO(PPO):
         self.n_members = int(model.n_members)
         if self.member_probs is None:
             self.member_probs = np.asarray(model.member_probs, dtype=np.float64).tolist()
-        if self.standardise_rewards and find_wrapper_attr(env, "standardise"):
-            raise ValueError(
-                "standardise_rewards=True, but the wrapper already standardises member rewards (standardise=True); "
-                "standardise in one place: pass standardise_rewards=False here, or standardise=False to the wrapper"
-            )
+        refuse_double_standardisation(env, self.standardise_rewards)
         if self.standardise_rewards:
             self._take_label_statistics(model)
 
