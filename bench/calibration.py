@@ -5,7 +5,7 @@ For each testbed x posterior configuration x seed:
 1. labels: ``ruagent.collect_transitions(env, --labels, seed=seed)``, random policy, training variant;
 2. fit the posterior with its DEFAULT constructor arguments (K = 10, ``seed=seed``; no prior
    scales passed: the defaults are what is measured);
-3. groups (:func:`ruagent.calibration.testbed_groups`): ``heldout`` (random policy, training
+3. groups (:func:`ruagent.calibration_testbeds.testbed_groups`): ``heldout`` (random policy, training
    variant, another seed), and ``deployment`` + ``hazard`` (``info["side_effect"]``) on the
    hazard testbeds, or ``unreached`` (a scripted controller's states) on CartPole-v1,
    Pendulum-v1 and MountainCarContinuous-v0;
@@ -43,7 +43,8 @@ from rich.console import Console
 from rich.table import Table
 
 import ruagent
-from ruagent.calibration import CALIBRATION_TESTBEDS, calibration_report, plot_reliability, testbed_groups
+from ruagent.calibration import calibration_report, plot_reliability
+from ruagent.calibration_testbeds import CALIBRATION_TESTBEDS, testbed_groups
 from ruagent.io import atomic_write_text
 
 #: configuration -> (family, features)
