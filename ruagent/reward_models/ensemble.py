@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -61,6 +62,8 @@ PRIOR_CALIBRATION_ROWS = 512
 #: variance (in normalised units, where a labelled column has variance 1) at or below which a
 #: direction of the label inputs counts as never varied, for the novelty prior
 NULL_VARIANCE = 1e-6
+#: the novelty prior's tensors, saved with the model
+_NOVELTY_TENSORS = ("novelty_weight", "novelty_bias", "novelty_scale", "novelty_shift", "novelty_basis")
 
 
 def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -156,6 +159,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         self._prior: list[torch.Tensor] = []
         self._cache: tuple[np.ndarray, ...] | None = None
         self._cache_key: tuple | None = None
+        self.novelty_complement = False  # which basis the novelty variance uses (see _build)
         self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
@@ -173,12 +177,16 @@ class EnsembleRewardModel(FeatureRewardModel):
         # Reward units per unit of prior-net output: σ_r / (the prior nets' sensitivity), set by
         # set_normalisation once the label inputs are known.
         self.prior_gain = torch.zeros((), device=self.device)
-        # The novelty prior (set_normalisation): u = x B + c are the coordinates (B, n), in units of
-        # σ_r, of the raw input along the n directions the label inputs never varied; member k adds
-        # u z_k with z_k ~ N(0, I_n) (draws (n, K)). Empty (n = 0) until fitted.
+        # The novelty prior (set_normalisation; zero until then). Members: x W + b on raw inputs,
+        # (D, K) and (K,). Its variance at x: ‖P u‖² with u = x·scale + shift (D,) the input
+        # normalised and in units of σ_r, and P the projection on the never-varied directions,
+        # kept as an orthonormal basis (D, m) of that subspace, or of its complement when smaller.
+        self.novelty_weight = torch.zeros(in_dim, k, device=self.device)
+        self.novelty_bias = torch.zeros(k, device=self.device)
+        self.novelty_scale = torch.zeros(in_dim, device=self.device)
+        self.novelty_shift = torch.zeros(in_dim, device=self.device)
         self.novelty_basis = torch.zeros(in_dim, 0, device=self.device)
-        self.novelty_offset = torch.zeros(0, device=self.device)
-        self.novelty_draws = torch.zeros(0, k, device=self.device)
+        self.novelty_complement = False
         self._cache = None
 
     def parameters(self) -> list[torch.Tensor]:
@@ -219,12 +227,11 @@ class EnsembleRewardModel(FeatureRewardModel):
             prior = x.new_zeros(self.n_members, 0)
         else:
             prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
-        coordinates = features @ self.novelty_basis + self.novelty_offset  # (B, n) or (K, B, n)
         if features.dim() == 2:
-            novelty = (coordinates @ self.novelty_draws).T
+            novelty = (features @ self.novelty_weight).T
         else:
-            novelty = torch.einsum("kbn,nk->kb", coordinates, self.novelty_draws)
-        return self.target_loc + self.prior_gain * prior + novelty
+            novelty = torch.einsum("kbd,dk->kb", features, self.novelty_weight)
+        return self.target_loc + self.prior_gain * prior + novelty + self.novelty_bias[:, None]
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
         """The trained part ``σ_y·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
@@ -306,19 +313,20 @@ class EnsembleRewardModel(FeatureRewardModel):
         """
         covariance = normalised.T @ normalised / len(normalised)
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        null_space = eigenvectors[:, eigenvalues <= NULL_VARIANCE]  # (D, n_null)
-        basis = self.prior_reward_scale * null_space  # (D, n) on normalised inputs, in units of σ_r
-        # x̃ᵀ B = ((x - loc) / scale)ᵀ B: fold the normalisation in, as prediction does
-        self.novelty_basis = torch.as_tensor(basis / scale[:, None], dtype=torch.float32, device=self.device)
-        self.novelty_offset = torch.as_tensor(-(loc / scale) @ basis, dtype=torch.float32, device=self.device)
-        self.novelty_draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator).to(self.device)
-
-    def _prior_sensitivity(self, x: torch.Tensor) -> float:
-        """RMS over members, rows and columns of ∂p_k/∂x̃_j at normalised inputs ``x`` (B, D)."""
-        per_member = x.expand(self.n_members, *x.shape).clone().requires_grad_(True)
-        with torch.enable_grad():
-            (gradient,) = torch.autograd.grad(_stacked_mlp(per_member, self._prior).sum(), per_member)
-        return float(gradient.pow(2).mean().sqrt())
+        never_varied = eigenvalues <= NULL_VARIANCE
+        null_space = eigenvectors[:, never_varied]  # (D, n) orthonormal
+        draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator, dtype=torch.float64)
+        weight = self.prior_reward_scale * (null_space @ draws.numpy())  # (D, K) on normalised inputs
+        # x̃ᵀ W = ((x - loc) / scale)ᵀ W: fold the normalisation in, as prediction does
+        as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=self.device)
+        self.novelty_weight = as_tensor(weight / scale[:, None])
+        self.novelty_bias = as_tensor(-(loc / scale) @ weight)
+        self.novelty_scale = as_tensor(self.prior_reward_scale / scale)
+        self.novelty_shift = as_tensor(-self.prior_reward_scale * loc / scale)
+        # the variance needs ‖P u‖²: project on the smaller of the two subspaces (‖u‖² − ‖Vᵀu‖² otherwise)
+        self.novelty_complement = bool(never_varied.sum() > (~never_varied).sum())
+        basis = eigenvectors[:, ~never_varied] if self.novelty_complement else null_space
+        self.novelty_basis = as_tensor(basis)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -388,7 +396,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         """
         key = (
             *(id(t) for t in (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
-                              self.novelty_basis, self.novelty_offset, self.novelty_draws)),
+                              *self._novelty_tensors())),
             *(t._version for t in (*self._trainable, *self._prior)),
         )
         if self._cache is None or key != self._cache_key:
@@ -412,34 +420,41 @@ class EnsembleRewardModel(FeatureRewardModel):
                 d, width = layers[0].shape[1], layers[0].shape[2]
                 layers[0] = layers[0].permute(1, 0, 2).reshape(d, 2 * k * width)
                 layers[1] = layers[1].reshape(1, 2 * k * width)
-            layers += [t.detach().cpu() for t in (self.novelty_basis, self.novelty_offset, self.novelty_draws)]
-            self._cache = tuple(np.ascontiguousarray(t.float().numpy()) for t in layers)
+            layers += [t.detach().cpu() for t in self._novelty_tensors()]
+            self._cache = tuple(np.ascontiguousarray(t.float().numpy()) for t in layers[:-3]) + tuple(
+                np.ascontiguousarray(t.double().numpy()) for t in layers[-3:]  # variance: float64 (see below)
+            )
         return self._cache
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
         """(B, D) float32 raw features -> (K, B) float32 member rewards."""
         assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
-        nets, coordinates, draws = self._net_rewards_and_novelty(features)
-        return nets + (coordinates @ draws).T
+        return self._net_and_novelty_rewards(features)[0]
 
     def _predict_features_with_moments(self, features: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Members (K, B), and the posterior mean and std (B,) with the novelty prior's part analytic.
 
-        The novelty term of member k is ``u z_k`` with ``z_k ~ N(0, I)``: its mean is exactly 0 and
-        its variance ``‖u‖²``, so the mean is the members' nets alone (the K draws of ``u z_k``
-        would only add sampling noise, σ_r·‖u‖/√K, to it) and the variance adds ``‖u‖²`` to theirs.
+        The novelty term of member k is ``z_kᵀ P u`` with ``z_k ~ N(0, σ_r² I)``: its mean is exactly 0
+        and its variance ``‖P u‖²``, so the mean is the members' nets alone (the K draws would only
+        add sampling noise, ‖P u‖/√K, to it) and the variance adds ``‖P u‖²`` to the nets'.
         """
-        nets, coordinates, draws = self._net_rewards_and_novelty(features)
+        members, nets = self._net_and_novelty_rewards(features)
+        *_, scale, shift, basis = self._folded()
+        u = features * scale  # float64: ‖u‖² − ‖Vᵀu‖² cancels where the labels are
+        u += shift
+        projected = np.square(u @ basis).sum(axis=1)
+        novelty_var = np.square(u).sum(axis=1) - projected if self.novelty_complement else projected
         mean, net_std = member_moments(nets, self.member_probs)
-        std = np.sqrt(np.square(net_std) + np.square(coordinates, dtype=np.float64).sum(axis=1))
-        return nets + (coordinates @ draws).T, (mean, std)
+        return members, (mean, np.sqrt(np.square(net_std) + np.maximum(novelty_var, 0.0)))
 
-    def _net_rewards_and_novelty(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(K, B) rewards of the members' nets, novelty coordinates u (B, n) and the draws (n, K)."""
+    def _novelty_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The novelty prior's tensors, in the order :meth:`_folded` appends them."""
+        return self.novelty_weight, self.novelty_bias, self.novelty_scale, self.novelty_shift, self.novelty_basis
+
+    def _net_and_novelty_rewards(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Member rewards (K, B) and the rewards of the members' nets alone (K, B), without the novelty prior."""
         assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
-        *layers, novelty_basis, novelty_offset, novelty_draws = self._folded()
-        coordinates = features @ novelty_basis
-        coordinates += novelty_offset
+        *layers, novelty_weight, novelty_bias, _, _, _ = self._folded()
         k, n_rows = self.n_members, features.shape[0]
         has_hidden = len(layers) > 2  # hidden_sizes=() makes each member linear
         if n_rows >= TORCH_MIN_BATCH:
@@ -459,7 +474,10 @@ class EnsembleRewardModel(FeatureRewardModel):
                 if i < len(layers) - 2:
                     np.maximum(h, 0.0, out=h)
             out = h[..., 0]
-        return out[:k] + out[k:], coordinates, novelty_draws
+        nets = out[:k] + out[k:]
+        novelty = features @ novelty_weight
+        novelty += novelty_bias
+        return nets + novelty.T, nets
 
     @staticmethod
     def _torch_forward(x: torch.Tensor, tensors: Sequence[torch.Tensor], two_k: int, has_hidden: bool) -> torch.Tensor:
@@ -486,6 +504,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             "seed": self.seed,
             "features": self._inputs.describe(),
             "in_dim": self.in_dim,
+            "novelty_complement": self.novelty_complement,
         }
         # the generator too, so that fitting a loaded model continues exactly like the original
         tensors: dict[str, torch.Tensor] = {"generator_state": self._generator.get_state()}
@@ -493,8 +512,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             for i, (trainable, prior) in enumerate(zip(self._trainable, self._prior)):
                 tensors[f"trainable.{i}"] = trainable
                 tensors[f"prior.{i}"] = prior
-            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", "novelty_basis",
-                         "novelty_offset", "novelty_draws"):
+            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", *_NOVELTY_TENSORS):
                 tensors[name] = getattr(self, name)
         return config, tensors
 
@@ -534,12 +552,14 @@ class EnsembleRewardModel(FeatureRewardModel):
                 setattr(model, name, tensors[name].to(torch.float32).clone())
             if "prior_gain" in tensors:
                 model.prior_gain = tensors["prior_gain"].to(torch.float32).clone()
-                n = tensors["novelty_basis"].shape[1]
-                for name, shape in (("novelty_basis", (model.in_dim, n)), ("novelty_offset", (n,)),
-                                    ("novelty_draws", (n, model.n_members))):
+                d, k, m = model.in_dim, model.n_members, tensors["novelty_basis"].shape[1]
+                shapes = {"novelty_weight": (d, k), "novelty_bias": (k,), "novelty_scale": (d,),
+                          "novelty_shift": (d,), "novelty_basis": (d, m)}
+                for name, shape in shapes.items():
                     if tuple(tensors[name].shape) != shape:
                         raise ValueError(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
                     setattr(model, name, tensors[name].to(torch.float32).clone())
+                model.novelty_complement = bool(config.get("novelty_complement", False))
             else:  # files written before priors in reward units: prior = σ_y · prior_scale · p_k
                 model.prior_gain = model.target_scale * float(config.get("prior_scale", 1.0))
         model.prior_reward_scale = config.get("resolved_prior_reward_scale", model.declared_prior_reward_scale)

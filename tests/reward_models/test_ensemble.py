@@ -262,7 +262,7 @@ def _spread(model, features):
 
 
 def test_predict_moments_take_the_novelty_prior_analytically():
-    """The novelty term's mean is 0 and its variance ‖u‖² exactly; only the nets' moments come from K draws."""
+    """The novelty term's mean is 0 and its variance σ_r²‖P x̃‖² exactly; only the nets' moments come from K draws."""
     rng = np.random.default_rng(0)
     seen = np.eye(3, dtype=np.float32)[rng.integers(0, 2, 400)]
     labels = (seen, np.zeros(400, dtype=np.int64), seen, seen @ np.array([-0.1, 0.5, -2.0], dtype=np.float32))
@@ -272,9 +272,33 @@ def test_predict_moments_take_the_novelty_prior_analytically():
     x = np.eye(3, dtype=np.float32)[[2, 0, 1]]
     members, mean, std = model.predict_moments(x, np.zeros(3, dtype=np.int64), x)
     np.testing.assert_array_equal(members, model.predict(x, np.zeros(3, dtype=np.int64), x))
-    nets, coordinates, _ = model._net_rewards_and_novelty(x)
+    _, nets = model._net_and_novelty_rewards(x)
     np.testing.assert_allclose(mean, nets.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(std**2, nets.var(0) + (coordinates.astype(np.float64) ** 2).sum(1), rtol=1e-5)
-    assert np.linalg.norm(coordinates[0]) >= 2 * 3.0  # the unseen column is 1 / 0.5 normalised units out
-    assert np.abs(coordinates[1:]).max() < 1e-4 * 3.0  # label inputs have no novelty
-    assert not np.allclose(mean[0], members[:, 0].mean(), atol=0.1)  # K draws of u·z would add noise
+    # by hand: the never-varied directions of the normalised labels, and x̃'s length along them
+    loc, scale = model.input_loc.numpy().astype(np.float64), model.input_scale.numpy().astype(np.float64)
+    normalised = (seen - loc) / scale
+    eigenvalues, eigenvectors = np.linalg.eigh(normalised.T @ normalised / len(seen))
+    null = eigenvectors[:, eigenvalues <= 1e-6]
+    novelty_var = 3.0**2 * np.square(((x - loc) / scale) @ null).sum(axis=1)
+    np.testing.assert_allclose(std**2, nets.var(0) + novelty_var, rtol=1e-4, atol=1e-8)
+    assert novelty_var[0] >= (2 * 3.0) ** 2  # the unseen column is 1 / 0.5 normalised units out
+    assert novelty_var[1:].max() < 1e-8  # label inputs have no novelty
+    assert not np.allclose(mean[0], members[:, 0].mean(), atol=0.1)  # K draws would add noise
+
+
+def test_the_novelty_variance_is_the_same_from_either_subspace():
+    """Whichever basis is smaller is kept (never-varied directions, or their complement): same variance."""
+    rng = np.random.default_rng(1)
+    seen = np.zeros((300, 12), dtype=np.float32)
+    seen[:, :3] = rng.normal(size=(300, 3))  # 3 varied columns, 9 never varied: the complement is smaller
+    labels = (seen, np.zeros(300, dtype=np.int64), seen, seen[:, 0])
+    model = EnsembleRewardModel(gym.spaces.Box(-9, 9, (12,)), gym.spaces.Discrete(1), n_members=4, hidden_sizes=(8,),
+                                features=obs_only, seed=0, prior_reward_scale=1.0)
+    model.fit(labels, epochs=2, progress_bar=False)
+    assert model.novelty_complement
+    x = rng.normal(size=(20, 12)).astype(np.float32)
+    _, _, std_complement = model.predict_moments(x, np.zeros(20, dtype=np.int64), x)
+    _, nets = model._net_and_novelty_rewards(x)
+    loc, scale = model.input_loc.numpy().astype(np.float64), model.input_scale.numpy().astype(np.float64)
+    direct = np.square(((x - loc) / scale)[:, 3:]).sum(axis=1)  # the 9 never-varied columns
+    np.testing.assert_allclose(std_complement**2, nets.var(0) + direct, rtol=1e-4)
