@@ -2,11 +2,11 @@
 
 Member k's reward is
 
-    r_k(x) = μ_y + σ_y · f_k(x̃) + g · p_k(x̃) + n_kᵀ x̃
+    r_k(x) = μ_y + σ_t · f_k(x̃) + g · p_k(x̃) + n_kᵀ x̃
 
 where ``x̃`` is the input standardised by the label data (columns the labels never varied get
-a floor scale, :func:`~ruagent.reward_models.priors.input_normalisation`), ``μ_y, σ_y`` the
-label mean and std, ``f_k`` a trainable MLP and ``p_k`` a fixed random MLP of the same shape
+a floor scale, :func:`~ruagent.reward_models.priors.input_normalisation`), ``μ_y`` the label
+mean, ``σ_t`` the larger of the label std and σ_r, ``f_k`` a trainable MLP and ``p_k`` a fixed random MLP of the same shape
 (randomised prior functions: Osband, Aslanides & Cassirer, NeurIPS 2018). Each member trains
 on its own bootstrap resample. Two priors, both in reward units of σ_r (``prior_reward_scale``):
 
@@ -217,10 +217,11 @@ class EnsembleRewardModel(FeatureRewardModel):
 
     @torch.no_grad()
     def fixed_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
-        """The part of member rewards training cannot change, ``μ_y + σ_y·s·p_k(x̃)``: (B, D) or (K, B, D) -> (K, B).
+        """The part of member rewards training cannot change, ``μ_y + g·p_k(x̃) + n_kᵀx̃``: (B, D) or (K, B, D) -> (K, B).
 
-        The prior nets and the normalisation are fixed (Osband et al. 2018 add the prior net's
-        output to each member and never train it), so a fitter computes this once per fit.
+        The prior nets, the novelty prior and the normalisation are fixed (Osband et al. 2018 add
+        the prior net's output to each member and never train it), so a fitter computes this once
+        per fit.
         """
         x = self._check_features_torch(features)
         if x.shape[-2] == 0:
@@ -234,7 +235,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         return self.target_loc + self.prior_gain * prior + novelty + self.novelty_bias[:, None]
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
-        """The trained part ``σ_y·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
+        """The trained part ``σ_t·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
 
         :meth:`member_rewards_torch` is ``fixed_rewards_torch + trainable_rewards_torch``.
         """
