@@ -6,8 +6,9 @@ Member k's reward is
 
 where ``x̃`` is the input standardised by the label data (columns the labels never varied get
 a floor scale, :func:`~ruagent.reward_models.priors.input_normalisation`), ``μ_y`` the label
-mean, ``σ_t`` the larger of the label std and σ_r, ``f_k`` a trainable MLP and ``p_k`` a fixed random MLP of the same shape
-(randomised prior functions: Osband, Aslanides & Cassirer, NeurIPS 2018). Each member trains
+mean, ``σ_t`` the larger of the label std and σ_r, ``f_k`` a trainable MLP and ``p_k`` a fixed
+random MLP of the same shape (randomised prior functions: Osband, Aslanides & Cassirer,
+NeurIPS 2018). Each member trains
 on its own bootstrap resample. Two priors, both in reward units of σ_r (``prior_reward_scale``):
 
 * ``g · p_k``: the prior nets, scaled so that members spread by σ_r before training. Where the
