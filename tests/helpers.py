@@ -8,6 +8,8 @@ from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
+import torch
+
 
 def call_main(main: Callable[[list[str]], int], *args: str) -> tuple[int, str, str]:
     """A command line's ``main(argv)`` in this process: (exit status, stdout, stderr)."""
@@ -34,3 +36,15 @@ class FullDisk:
 
     def flush(self) -> None:
         self.inner.flush()
+
+
+def parameters(model: Any) -> dict[str, torch.Tensor]:
+    """A copy of an SB3 model's policy parameters, by name."""
+    return {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
+
+
+def assert_same_parameters(a: dict, b: dict, atol: float = 0.0) -> None:
+    """Two :func:`parameters` dicts hold the same tensors (exactly, by default)."""
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0.0, atol=atol, msg=f"parameter {name} differs")

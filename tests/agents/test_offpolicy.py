@@ -22,6 +22,7 @@ from ruagent import risk
 from ruagent.agents import RiskDQN, RiskSAC
 from ruagent.agents.replay_buffers import DictRelabellingReplayBuffer, RelabellingReplayBuffer
 from ruagent.wrappers import RewardUncertaintyWrapper, VecRewardUncertaintyWrapper
+from tests.helpers import assert_same_parameters, parameters
 
 SAC_SMALL = {"learning_starts": 32, "batch_size": 32, "buffer_size": 5_000, "policy_kwargs": {"net_arch": [16]},
              "device": "cpu"}
@@ -38,16 +39,6 @@ STEPS = 128
 @pytest.fixture(params=sorted(CASES))
 def case(request):
     return CASES[request.param]
-
-
-def parameters(model) -> dict[str, torch.Tensor]:
-    return {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
-
-
-def assert_same_parameters(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0.0, atol=atol, msg=f"parameter {name} differs")
 
 
 def member_q_values(model, obs: np.ndarray) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ruagent import risk
 from ruagent.agents import RiskPPO
 from ruagent.agents.risk_ppo.buffers import DictRiskRolloutBuffer, RiskRolloutBuffer
 from ruagent.wrappers import VecRewardUncertaintyWrapper
+from tests.helpers import assert_same_parameters, parameters
 
 SMALL = {"n_steps": 64, "batch_size": 32, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}, "device": "cpu"}
 ENVS = ["CartPole-v1", "Pendulum-v1"]  # Discrete and Box actions
@@ -42,16 +43,6 @@ class RolloutSpy(BaseCallback):
                 "logged": dict(self.model.logger.name_to_value),
             }
         )
-
-
-def parameters(model) -> dict[str, torch.Tensor]:
-    return {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
-
-
-def assert_same_parameters(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0.0, atol=atol, msg=f"parameter {name} differs")
 
 
 @pytest.mark.parametrize("env_id", ENVS)
