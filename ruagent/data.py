@@ -155,21 +155,20 @@ class Transitions:
         :raises FileNotFoundError: if there is no file at ``path``.
         :raises ValueError: naming the file, if it is torn, corrupt or not a transitions file.
         """
+        fields = None
         try:
             with np.load(path, allow_pickle=False) as data:
                 structure = json.loads(str(data["__structure__"]))
-                if not isinstance(structure, dict) or structure.get("format") != _FORMAT:
-                    found = structure.get("format") if isinstance(structure, dict) else structure
-                    raise ValueError(f"{path} is not a ruagent transitions file ({found!r})")
-                fields = [_unjson(field, data) for field in structure["fields"]]
+                ours = isinstance(structure, dict) and structure.get("format") == _FORMAT
+                if ours:
+                    fields = [_unjson(field, data) for field in structure["fields"]]
         except FileNotFoundError:
             raise
-        except ValueError as exc:
-            if str(exc).startswith(f"{path} is not a ruagent"):
-                raise
-            raise _unreadable(path, exc) from exc
         except Exception as exc:  # a torn or damaged zip: numpy and zipfile raise many types
             raise _unreadable(path, exc) from exc
+        if fields is None:
+            found = structure.get("format") if isinstance(structure, dict) else structure
+            raise ValueError(f"{path} is not a ruagent transitions file ({found!r})")
         return cls(*fields)
 
 
