@@ -7,7 +7,8 @@ through torch (``member_rewards_torch`` under ``torch.inference_mode``), plus th
 linear model with 256 random Fourier features. Times are process-CPU microseconds per
 call (robust on a shared machine; torch runs on one thread here), medians of
 ``--repeats`` interleaved repeats. Last stdout line: JSON, with ``numpy_vs_torch_b8``
-(torch time / numpy time at B=8; > 1 means the numpy path is faster).
+(torch time / numpy time at B=8; > 1 means the numpy path is faster); writes
+``results/bench/reward_models.json`` (``--out`` to change).
 
     python bench/reward_models.py            # about a minute
     python bench/reward_models.py --quick
@@ -19,12 +20,16 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 from ruagent.data import collect_transitions
+from ruagent.io import atomic_write_text
 from ruagent.reward_models import BayesianLinearRewardModel, EnsembleRewardModel
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "reward_models.json"
 
 
 def per_call_us(function, n_calls: int) -> float:
@@ -40,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     repeats, calls = (3, 200) if args.quick else (args.repeats, args.calls)
     torch.set_num_threads(1)
@@ -79,6 +85,7 @@ def main() -> None:
             print(f"B={batch:4d}  {name:26s} {results[f'{name}_b{batch}_us']:10.1f} µs/call")
     speedup = results["ensemble_forward_torch_b8_us"] / results["ensemble_forward_folded_b8_us"]
     results["numpy_vs_torch_b8"] = round(speedup, 2)
+    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
 
 

@@ -23,6 +23,7 @@ Robust Optimization for Imitation Learning" (NeurIPS 2020) for BROIL; Föllmer &
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -157,6 +158,15 @@ RISK_MEASURES: dict[str, tuple[RiskFunction, dict[str, tuple[float, float]]]] = 
 }
 
 
+@functools.lru_cache(maxsize=64)
+def _cvar_rank_weights(k: int, alpha: float) -> np.ndarray:
+    """(K,) CVaR_α weights of the sorted values of K equally likely members (cached: the wrappers
+    ask for the same K and α every step)."""
+    weights = np.clip(np.minimum(1.0 / k, alpha - np.arange(k) / k), 0.0, None) / alpha
+    weights.flags.writeable = False
+    return weights
+
+
 @dataclasses.dataclass(frozen=True)
 class RiskMeasure:
     """A named risk measure with its parameters, callable as ``measure(J, probs=None)``.
@@ -193,10 +203,7 @@ class RiskMeasure:
         """
         if probs is None and self.name in ("cvar", "broil"):
             values = np.asarray(J, dtype=np.float64)
-            k = values.shape[0]
-            alpha = self.params["alpha"]
-            rank_weights = np.clip(np.minimum(1.0 / k, alpha - np.arange(k) / k), 0.0, None) / alpha
-            tail = rank_weights @ np.sort(values, axis=0)
+            tail = _cvar_rank_weights(values.shape[0], self.params["alpha"]) @ np.sort(values, axis=0)
             if self.name == "cvar":
                 return tail
             lam = self.params["lam"]

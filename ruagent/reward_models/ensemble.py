@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -47,9 +48,11 @@ from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
 from ruagent.reward_models.base import member_moments
 from ruagent.reward_models.feature_model import FeatureRewardModel
+from ruagent.reward_models.folded import FoldedEnsemble
+from ruagent.reward_models.label_subspace import label_subspace
 from ruagent.reward_models.priors import default_prior_reward_scale, input_normalisation, resolve_prior_reward_scale
+from ruagent.reward_models.regression import regress_members
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
-from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsembleRewardModel"]
 
@@ -75,6 +78,10 @@ def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor)
     """
     chunks = [function(x[..., i : i + ROWS_PER_CHUNK, :]) for i in range(0, x.shape[-2], ROWS_PER_CHUNK)]
     return torch.cat(chunks, dim=1)
+
+
+#: a tensor's in-place update counter (torch bumps it on every optimiser step and ``copy_``)
+_VERSION = operator.attrgetter("_version")
 
 
 def _init_stacked(k: int, sizes: Sequence[int], generator: torch.Generator) -> list[torch.Tensor]:
@@ -158,7 +165,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         )
         self._trainable: list[torch.Tensor] = []
         self._prior: list[torch.Tensor] = []
-        self._cache: tuple[np.ndarray, ...] | None = None
+        self._cache: FoldedEnsemble | None = None
         self._cache_key: tuple | None = None
         self.novelty_complement = False  # which basis the novelty variance uses (see _build)
         self._build_if_width_known()
@@ -296,9 +303,11 @@ class EnsembleRewardModel(FeatureRewardModel):
             self.target_scale = torch.tensor(unit if unit > 1e-6 else 1.0, dtype=torch.float32, device=self.device)
         normalised = (features - loc) / scale
         sample = torch.as_tensor(normalised[:: max(1, len(features) // PRIOR_CALIBRATION_ROWS)], dtype=torch.float32)
-        with torch.no_grad():
-            spread = float(_stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
-        gain = self.prior_reward_scale / spread if spread > 0 and self.n_members > 1 else 0.0
+        spread = 0.0
+        if self.n_members > 1:  # one member has no spread to scale (and std over one row warns)
+            with torch.no_grad():
+                spread = float(_stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
+        gain = self.prior_reward_scale / spread if spread > 0 else 0.0
         self.prior_gain = torch.tensor(gain, dtype=torch.float32, device=self.device)
         self._set_novelty_prior(normalised, loc, scale)
         self._cache = None
@@ -306,19 +315,19 @@ class EnsembleRewardModel(FeatureRewardModel):
     def _set_novelty_prior(self, normalised: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> None:
         """Draw member k's novelty prior: N(0, σ_r²) weights on the directions the labels never varied.
 
-        Those are the eigenvectors of the normalised label inputs' covariance with variance at
-        most :data:`NULL_VARIANCE`: columns constant in the labels and linear combinations the
+        Those are the directions of the normalised label inputs (N, D) with variance at most
+        :data:`NULL_VARIANCE`: columns constant in the labels and linear combinations the
         labels held fixed (LavaWorld's terrain one-hots of a cell sum to 1 until lava appears).
         Along them the data carry no information, so each member keeps its prior there, as a
         Bayesian linear model's posterior does; on the label inputs the term is zero, so
-        training has nothing to cancel and members stay sharp where the labels are.
+        training has nothing to cancel and members stay sharp where the labels are. Found by
+        :func:`~ruagent.reward_models.label_subspace.label_subspace` at cost
+        O(N·D + N·D_v·min(N, D_v)) for D_v varied columns (the D×D covariance and its
+        eigendecomposition it replaces took 28 s at D = 5,677).
         """
-        covariance = normalised.T @ normalised / len(normalised)
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        never_varied = eigenvalues <= NULL_VARIANCE
-        null_space = eigenvectors[:, never_varied]  # (D, n) orthonormal
-        draws = torch.randn(null_space.shape[1], self.n_members, generator=self._generator, dtype=torch.float64)
-        weight = self.prior_reward_scale * (null_space @ draws.numpy())  # (D, K) on normalised inputs
+        subspace = label_subspace(normalised, NULL_VARIANCE)
+        # (D, K) on normalised inputs, N(0, σ_r² P)
+        weight = self.prior_reward_scale * subspace.sample_never_varied(self.n_members, self._generator)
         # x̃ᵀ W = ((x - loc) / scale)ᵀ W: fold the normalisation in, as prediction does
         as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=self.device)
         self.novelty_weight = as_tensor(weight / scale[:, None])
@@ -326,9 +335,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         self.novelty_scale = as_tensor(self.prior_reward_scale / scale)
         self.novelty_shift = as_tensor(-self.prior_reward_scale * loc / scale)
         # the variance needs ‖P u‖²: project on the smaller of the two subspaces (‖u‖² − ‖Vᵀu‖² otherwise)
-        self.novelty_complement = bool(never_varied.sum() > (~never_varied).sum())
-        basis = eigenvectors[:, ~never_varied] if self.novelty_complement else null_space
-        self.novelty_basis = as_tensor(basis)
+        self.novelty_complement = subspace.never_varied is None
+        self.novelty_basis = as_tensor(subspace.varied if self.novelty_complement else subspace.never_varied)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -346,7 +354,9 @@ class EnsembleRewardModel(FeatureRewardModel):
         """Regress every member on reward labels, with per-member early stopping.
 
         Normalisation statistics are recomputed from ``data``; a second ``fit`` continues
-        from the current weights (warm start), the priors stay fixed.
+        from the current weights (warm start), the priors stay fixed. Training runs on the
+        input columns the labels varied only (:func:`~ruagent.reward_models.regression.regress_members`:
+        the same fit, at cost linear in N·D_v a step).
 
         :param data: a :class:`ruagent.data.Transitions` or a tuple ``(obs, action, next_obs, reward)``.
         :param env: binds ``features="env"`` (and checks spaces) before fitting.
@@ -362,17 +372,15 @@ class EnsembleRewardModel(FeatureRewardModel):
         features = self.features(obs, action, next_obs)
         self.set_normalisation(features, rewards)
         x = torch.as_tensor(features, device=self.device)
-        y = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
-
-        def member_loss(indices: torch.Tensor) -> torch.Tensor:  # (K, b) -> (K,)
-            predictions = self.member_rewards_torch(x[indices])
-            return ((predictions - y[indices]) / self.target_scale).pow(2).mean(dim=1)
-
-        history = train_members(
-            self.parameters(),
-            member_loss,
-            n_items=len(y),
-            n_members=self.n_members,
+        # the priors are fixed: their part of the label rows' rewards is computed once, and the
+        # trainable nets train on the columns the labels varied only (exact; see regression.py)
+        history = regress_members(
+            self._trainable,
+            _stacked_mlp,
+            self._check_features_torch(x),
+            self.fixed_rewards_torch(x),
+            torch.as_tensor(rewards, dtype=torch.float32, device=self.device),
+            self.target_scale,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -389,44 +397,64 @@ class EnsembleRewardModel(FeatureRewardModel):
         return history
 
     # ------------------------------------------------------------------ prediction
-    def _folded(self) -> tuple[np.ndarray, ...]:
-        """Inference weights: 2K stacked members (trainable, then scaled prior), normalisation folded in.
+    def _folded(self) -> FoldedEnsemble:
+        """Inference weights (:class:`FoldedEnsemble`), rebuilt when any parameter changed.
 
-        Rebuilt when any parameter changed: torch bumps a tensor's ``_version`` on every
-        in-place update (optimiser steps, ``copy_``), so training outside :meth:`fit` (e.g.
-        on preferences) is picked up without anyone invalidating the cache by hand.
+        Torch bumps a tensor's ``_version`` on every in-place update (optimiser steps,
+        ``copy_``), so training outside :meth:`fit` (e.g. on preferences) is picked up without
+        anyone invalidating the cache by hand; normalisation and priors are replaced, not
+        updated in place, so their identity is the key.
         """
+        # map() keeps the key C-level: this runs on every wrapper step
         key = (
-            *(id(t) for t in (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
-                              *self._novelty_tensors())),
-            *(t._version for t in (*self._trainable, *self._prior)),
+            *map(id, (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
+                      *self._novelty_tensors())),
+            *map(_VERSION, self._trainable),
+            *map(_VERSION, self._prior),
         )
         if self._cache is None or key != self._cache_key:
             self._cache_key = key
             with torch.no_grad():
-                layers = [torch.cat([a, b], dim=0).double().cpu() for a, b in zip(self._trainable, self._prior)]
-                k = self.n_members
-                loc, scale = self.input_loc.double().cpu(), self.input_scale.double().cpu()
-                # x̃ = (x - loc) / scale  =>  x̃ W + b = x (W / scale) + (b - (loc / scale) W)
-                first_weight = layers[0] / scale[:, None]
-                layers[1] = layers[1] - torch.matmul((loc / scale)[None, None, :], layers[0])
-                layers[0] = first_weight
-                # output: μ_y + σ_y (f + s p): scale last layers, put μ_y on the trainable half's bias
-                target_scale, prior_gain = float(self.target_scale), float(self.prior_gain)
-                out_scale = torch.cat([torch.full((k,), target_scale), torch.full((k,), prior_gain)]).double()
-                out_scale = out_scale[:, None, None]
-                layers[-2] = layers[-2] * out_scale
-                layers[-1] = layers[-1] * out_scale
-                layers[-1][:k] += self.target_loc.double().cpu()
-                # the first layer's input is shared by all members: one (D, 2K*H) matmul
-                d, width = layers[0].shape[1], layers[0].shape[2]
-                layers[0] = layers[0].permute(1, 0, 2).reshape(d, 2 * k * width)
-                layers[1] = layers[1].reshape(1, 2 * k * width)
-            layers += [t.detach().cpu() for t in self._novelty_tensors()]
-            self._cache = tuple(np.ascontiguousarray(t.float().numpy()) for t in layers[:-3]) + tuple(
-                np.ascontiguousarray(t.double().numpy()) for t in layers[-3:]  # variance: float64 (see below)
-            )
+                self._cache = self._fold()
         return self._cache
+
+    def _fold(self) -> FoldedEnsemble:
+        layers = [torch.cat([a, b], dim=0).double().cpu() for a, b in zip(self._trainable, self._prior)]
+        k = self.n_members
+        loc, scale = self.input_loc.double().cpu(), self.input_scale.double().cpu()
+        # x̃ = (x - loc) / scale  =>  x̃ W + b = x (W / scale) + (b - (loc / scale) W)
+        first_weight = layers[0] / scale[:, None]
+        layers[1] = layers[1] - torch.matmul((loc / scale)[None, None, :], layers[0])
+        layers[0] = first_weight
+        # output: μ_y + σ_t f + g p: scale the last layers, put μ_y on the trainable half's bias
+        out_scale = torch.cat([torch.full((k,), float(self.target_scale)), torch.full((k,), float(self.prior_gain))])
+        out_scale = out_scale.double()[:, None, None]
+        layers[-2] = layers[-2] * out_scale
+        layers[-1] = layers[-1] * out_scale
+        layers[-1][:k] += self.target_loc.double().cpu()
+        # the first layer's input is shared by all 2K nets and by the novelty prior: ONE
+        # (D, 2K·H + K) matmul, the novelty prior's K columns last
+        d, width = layers[0].shape[1], layers[0].shape[2]
+        novelty_weight = self.novelty_weight.double().cpu()
+        novelty_bias = self.novelty_bias.double().cpu()
+        layers[0] = torch.cat([layers[0].permute(1, 0, 2).reshape(d, 2 * k * width), novelty_weight], dim=1)
+        layers[1] = torch.cat([layers[1].reshape(2 * k * width), novelty_bias])[None, :]
+        as_numpy = [np.ascontiguousarray(t.float().numpy()) for t in layers]
+        # the novelty variance ‖P u‖², u = x·scale + shift, in float64 (see _novelty_variance)
+        scale64, shift64 = self.novelty_scale.double().cpu(), self.novelty_shift.double().cpu()
+        basis64 = self.novelty_basis.double().cpu()
+        return FoldedEnsemble(
+            first_weight=as_numpy[0],
+            first_bias=as_numpy[1],
+            layers=tuple(as_numpy[2:]),
+            n_net_columns=2 * k * width,
+            novelty_complement=self.novelty_complement,
+            basis=np.ascontiguousarray(basis64.numpy()),
+            scaled_basis=np.ascontiguousarray((scale64[:, None] * basis64).numpy()),
+            projected_shift=(shift64 @ basis64).numpy(),
+            novelty_scale=scale64.numpy(),
+            novelty_shift=shift64.numpy(),
+        )
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
         """(B, D) float32 raw features -> (K, B) float32 member rewards."""
@@ -440,59 +468,30 @@ class EnsembleRewardModel(FeatureRewardModel):
         and its variance ``‖P u‖²``, so the mean is the members' nets alone (the K draws would only
         add sampling noise, ‖P u‖/√K, to it) and the variance adds ``‖P u‖²`` to the nets'.
         """
-        members, nets = self._net_and_novelty_rewards(features)
-        *_, scale, shift, basis = self._folded()
-        u = features * scale  # float64: ‖u‖² − ‖Vᵀu‖² cancels where the labels are
-        u += shift
-        projected = np.square(u @ basis).sum(axis=1)
-        novelty_var = np.square(u).sum(axis=1) - projected if self.novelty_complement else projected
+        folded = self._folded()
+        members, nets = self._net_and_novelty_rewards(features, folded)
         mean, net_std = member_moments(nets, self.member_probs)
-        return members, (mean, np.sqrt(np.square(net_std) + np.maximum(novelty_var, 0.0)))
+        variance = folded.novelty_variance(features)
+        variance += np.square(net_std)
+        return members, (mean, np.sqrt(variance, out=variance))
 
     def _novelty_tensors(self) -> tuple[torch.Tensor, ...]:
-        """The novelty prior's tensors, in the order :meth:`_folded` appends them."""
+        """The novelty prior's tensors, in the order they are saved."""
         return self.novelty_weight, self.novelty_bias, self.novelty_scale, self.novelty_shift, self.novelty_basis
 
-    def _net_and_novelty_rewards(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _net_and_novelty_rewards(
+        self, features: np.ndarray, folded: FoldedEnsemble | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Member rewards (K, B) and the rewards of the members' nets alone (K, B), without the novelty prior."""
         assert features.ndim == 2 and features.shape[1] == self.in_dim, (features.shape, self.in_dim)
-        *layers, novelty_weight, novelty_bias, _, _, _ = self._folded()
-        k, n_rows = self.n_members, features.shape[0]
-        has_hidden = len(layers) > 2  # hidden_sizes=() makes each member linear
-        if n_rows >= TORCH_MIN_BATCH:
+        folded = folded or self._folded()
+        if features.shape[0] >= TORCH_MIN_BATCH:
             with torch.inference_mode():
-                tensors = [torch.from_numpy(a) for a in layers]
                 x = torch.from_numpy(features)
-                out = in_chunks(lambda rows: self._torch_forward(rows, tensors, 2 * k, has_hidden), x).numpy()
-        else:
-            h = features @ layers[0]
-            h += layers[1]
-            if has_hidden:
-                np.maximum(h, 0.0, out=h)
-            h = h.reshape(n_rows, 2 * k, -1).transpose(1, 0, 2)
-            for i in range(2, len(layers), 2):
-                h = np.matmul(h, layers[i])
-                h += layers[i + 1]
-                if i < len(layers) - 2:
-                    np.maximum(h, 0.0, out=h)
-            out = h[..., 0]
-        nets = out[:k] + out[k:]
-        novelty = features @ novelty_weight
-        novelty += novelty_bias
-        return nets + novelty.T, nets
-
-    @staticmethod
-    def _torch_forward(x: torch.Tensor, tensors: Sequence[torch.Tensor], two_k: int, has_hidden: bool) -> torch.Tensor:
-        """Folded forward of the 2K member nets on raw features (B, D) -> (2K, B) (trainable members first)."""
-        n_rows = x.shape[0]
-        h = torch.addmm(tensors[1], x, tensors[0])
-        h = torch.relu(h) if has_hidden else h
-        h = h.reshape(n_rows, two_k, -1).transpose(0, 1)
-        for i in range(2, len(tensors), 2):
-            h = torch.baddbmm(tensors[i + 1], h, tensors[i])
-            if i < len(tensors) - 2:
-                h = torch.relu(h)
-        return h[..., 0]
+                out = in_chunks(lambda rows: folded.forward_torch(rows, self.n_members), x).numpy()
+            k = self.n_members
+            return out[:k] + out[k:], out[:k]
+        return folded.forward_numpy(features, self.n_members)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
