@@ -103,14 +103,22 @@ SCHEMA: dict[str, Option] = {
                                     float, minimum=0.0, maximum=0.9),
     "labels.query": _opt("random", "preferences: how pairs are chosen",
                          choices=("random", "disagreement", "info_gain")),
-    "labels.labeller": _opt("synthetic", "preferences: who answers (synthetic = the env's true reward)",
-                            choices=("synthetic", "human")),
+    "labels.labeller": _opt("synthetic", "preferences: who answers (synthetic = the env's true reward; human = a "
+                            "person in the terminal; web = a person in a browser page, needs the web extra)",
+                            choices=("synthetic", "human", "web")),
     "labels.segment_length": _opt(25, "preferences: steps per trajectory segment", minimum=1),
     "labels.initial_fraction": _opt(1.0, "preferences: share of the budget asked before agent training; the rest "
                                     "is asked from the risk agent's own rollouts while it trains (Christiano et al. "
                                     "2017)", float, minimum=0.0, maximum=1.0),
     "labels.update_every": _opt(2048, "preferences asked during training: agent steps between label rounds",
                                 minimum=1),
+    "labels.wait_timeout": _opt(None, "preferences asked during training from a person on the web page: seconds "
+                                "a label round waits for the next answer (training is paused meanwhile) before "
+                                "it drops the rest of the round and training goes on; null: wait as long as it "
+                                "takes", float, nullable=True, minimum=0.001),
+    "labels.web_host": _opt("127.0.0.1", "web labeller: address the page listens on (127.0.0.1: this machine only)"),
+    "labels.web_port": _opt(0, "web labeller: TCP port of the page (0: a free one, printed with the URL)",
+                            minimum=0, maximum=65535),
     # -- the reward posterior
     "reward_model.family": _opt("linear", "posterior family", choices=("ensemble", "linear")),
     "reward_model.n_members": _opt(10, "K, the number of reward hypotheses", minimum=1),

@@ -39,7 +39,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- labels and posterior
-def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
+def fit_reward(config: dict[str, Any], run: RunDir, labeller: Any = None) -> Path:
     """Gather labels in the training variant, fit the posterior, save it as ``reward_model.pt``.
 
     Reward labels: ``labels.budget`` transitions of a uniformly random policy, of which
@@ -47,6 +47,8 @@ def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
     calibration metrics of evaluate.py). Preferences: the preference-learning loop of
     :mod:`ruagent.preferences` with ``labels.initial_fraction`` of the ``labels.budget``
     queries (the rest are asked during agent training, see :func:`train_one_agent`).
+    ``labeller``: a Labeller object to use instead of ``labels.labeller`` by name (train.py passes the
+    run's one :class:`~ruagent.preferences.web.WebLabeller`, so both stages share its page).
     """
     if run.reward_model_path.is_file():
         console.print(f"posterior: reusing {run.reward_model_path}")
@@ -60,7 +62,7 @@ def fit_reward(config: dict[str, Any], run: RunDir) -> Path:
     if labels["kind"] == "rewards":
         history, n_labels = _fit_on_reward_labels(config, run, env, model)
     else:
-        history, n_labels = _fit_on_preferences(config, run, env, model)
+        history, n_labels = _fit_on_preferences(config, run, env, model, labeller)
     from ruagent.callbacks import log_posterior_fit
 
     log_posterior_fit(run.tensorboard_dir / "posterior", history, n_labels=n_labels)
@@ -86,13 +88,15 @@ def _fit_on_reward_labels(config: dict[str, Any], run: RunDir, env: Any, model: 
     return _as_history(history), len(train)
 
 
-def _fit_on_preferences(config: dict[str, Any], run: RunDir, env: Any, model: Any) -> tuple[dict, int]:
+def _fit_on_preferences(config: dict[str, Any], run: RunDir, env: Any, model: Any,
+                        labeller: Any = None) -> tuple[dict, int]:
     from ruagent.preferences import learn_reward_from_preferences
 
     labels = config["labels"]
     # the labelling session is autosaved, so --resume after a crash loses no answered query
     model, label_log = learn_reward_from_preferences(
-        env, model, budget=labels_before_training(labels), query=labels["query"], labeller=labels["labeller"],
+        env, model, budget=labels_before_training(labels), query=labels["query"],
+        labeller=labels["labeller"] if labeller is None else labeller,
         segment_length=labels["segment_length"], seed=config["seed"], progress_bar=config["progress_bar"],
         session=run.labels_path("preferences"),
     )
@@ -147,32 +151,37 @@ def import_reward_model(source: str | Path, run: RunDir) -> Path:
 
 
 # ---------------------------------------------------------------------------- agents
-def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any, record_frames: bool) -> Any:
+def _preference_callback(config: dict[str, Any], run: RunDir, reward_model: Any, record_frames: bool,
+                         labeller: Any = None) -> Any:
     """The callback that asks the rest of the preference budget on the agent's rollouts and refits.
 
     It continues the run's labelling session (``labels/preferences``), so a resumed run refits
-    on every label answered before the crash and asks only the ones still due.
+    on every label answered before the crash and asks only the ones still due. Training pauses while
+    a round waits for a person's answers, at most ``labels.wait_timeout`` seconds without one.
     """
     from ruagent.preferences import PreferenceLearningCallback
 
     labels = config["labels"]
     return PreferenceLearningCallback(
-        reward_model, budget=labels["budget"], query=labels["query"], labeller=labels["labeller"],
+        reward_model, budget=labels["budget"], query=labels["query"],
+        labeller=labels["labeller"] if labeller is None else labeller,
         segment_length=labels["segment_length"], update_every=labels["update_every"],
+        wait_timeout=labels["wait_timeout"],
         initial_fraction=labels_before_training(labels) / labels["budget"],
         session=run.labels_path("preferences"), record_frames=record_frames, seed=config["seed"],
     )
 
 
-def train_agents(config: dict[str, Any], run: RunDir) -> list[str]:
-    """Train every agent of the config that has no final model yet; returns the agent names."""
+def train_agents(config: dict[str, Any], run: RunDir, labeller: Any = None) -> list[str]:
+    """Train every agent of the config that has no final model yet; returns the agent names.
+    ``labeller``: as for :func:`fit_reward`, for the preferences asked during training."""
     specs = factory.agent_specs(config)
     for spec in specs:
-        train_one_agent(config, run, spec)
+        train_one_agent(config, run, spec, labeller)
     return [spec.name for spec in specs]
 
 
-def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec) -> Path:
+def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec, labeller: Any = None) -> Path:
     """Train (or continue) one agent in the deployment variant and save ``agents/<name>/model.zip``.
 
     Continues from the newest checkpoint if there is one, with ``reset_num_timesteps=False``
@@ -216,7 +225,8 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     if spec.mode is not None:
         reward_model = venv.reward_model  # the wrapper's posterior: what the agent sees, refitted in place if online
         if labelling_here:
-            labelling = _preference_callback(config, run, reward_model, record_frames=render_mode is not None)
+            labelling = _preference_callback(config, run, reward_model, record_frames=render_mode is not None,
+                                             labeller=labeller)
             callbacks.append(labelling)
         eval_env = factory.make_env(config, config["env"]["deploy_kwargs"])
         callbacks += [

@@ -443,10 +443,17 @@ def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: st
     stages.console.print(f"run folder: {run.path}")
     if stage == "agent" and reward_model:
         stages.import_reward_model(reward_model, run)
-    if stage in ("all", "fit-reward"):
-        stages.fit_reward(config, run)
-    if stage in ("all", "agent"):
-        stages.train_agents(config, run)
+    from ruagent.cli import factory
+
+    labeller = factory.make_web_labeller(config)  # one page for the labels before and during training
+    try:
+        if stage in ("all", "fit-reward"):
+            stages.fit_reward(config, run, labeller)
+        if stage in ("all", "agent"):
+            stages.train_agents(config, run, labeller)
+    finally:
+        if labeller is not None:
+            labeller.close()
     if stage == "all" and config["eval"]["enabled"]:
         from ruagent.cli.summary import evaluate_and_summarise
 

@@ -1,7 +1,7 @@
 """Reward learning from budgeted, actively chosen preference (and reward) labels.
 
 Segments of rollouts are compared in pairs by a labeller (simulated from the env's reward,
-or a human in the terminal); a Bradley–Terry likelihood turns the answers into a posterior
+or a human in the terminal or in a browser page); a Bradley–Terry likelihood turns the answers into a posterior
 over reward functions — the batched ensemble, or a Laplace approximation for the linear
 model. Query strategies (random, ensemble disagreement, expected information gain) spend
 the label budget, before training (:func:`learn_reward_from_preferences`) and during it
@@ -44,6 +44,8 @@ _LAZY = {
     "LinearPreferenceFitter": "fit",
     "make_fitter": "fit",
     "LabelLog": "session",
+    "LiveBatch": "session",
+    "WebLabeller": "web",
     "learn_reward_from_preferences": "learn",
     "learn_reward_from_labels": "learn",
     "PreferenceLearningCallback": "online",

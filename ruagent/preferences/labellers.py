@@ -14,11 +14,15 @@ NaN = skipped (no label; the pair is not used). A human may also quit, which rai
 * :class:`HumanLabeller` asks in the terminal. Segments with ansi frames (gridworlds) are
   printed side by side; rgb frames are written as one side-by-side PNG per pair and its path
   printed; segments without frames are printed as their observations and actions.
+* :class:`~ruagent.preferences.web.WebLabeller` (``"web"``, the ``web`` extra) asks in a browser
+  page that shows the two segments side by side as animations. It is *live*: each answer is saved
+  the moment it is given (:class:`~ruagent.preferences.session.LiveBatch`).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,13 +54,21 @@ class LabellingQuit(Exception):
 
 
 class Labeller(abc.ABC):
-    """Answers preference queries. ``interactive`` labellers are asked one pair at a time."""
+    """Answers preference queries. ``interactive`` labellers are asked one pair at a time (and the
+    segments carry rendered frames for them); ``live`` ones also implement :meth:`label_live`, which
+    :meth:`~ruagent.preferences.session.LabelLog.ask` calls instead of :meth:`label`."""
 
     interactive = False
+    live = False
 
     @abc.abstractmethod
     def label(self, pairs: SegmentPairs) -> np.ndarray:
         """Labels (B,) float32 in {0, 0.5, 1} or NaN (skipped) for B pairs."""
+
+    def label_live(self, batch) -> None:
+        """Answer ``batch`` (a :class:`~ruagent.preferences.session.LiveBatch`) pair by pair through its
+        ``answer``/``undo``; return when it is done or the wait timed out; raise :class:`LabellingQuit` on quit."""
+        raise NotImplementedError(f"{type(self).__name__} is not a live labeller")
 
 
 #: B-Pref's simulated teachers (Lee, Smith, Dragan & Abbeel, NeurIPS 2021 Datasets and Benchmarks):
@@ -326,15 +338,18 @@ class HumanLabeller(Labeller):
 
 
 #: names accepted by :func:`make_labeller`
-LABELLERS = ("synthetic", "human")
+LABELLERS = ("synthetic", "human", "web")
 
 
 def make_labeller(name: str | Labeller, seed: int | None = None, **kwargs) -> Labeller:
-    """A labeller by name (``"synthetic"`` or ``"human"``) with its keyword arguments; objects pass through."""
+    """A labeller by name (``"synthetic"``, ``"human"`` or ``"web"``) with its keyword arguments;
+    objects pass through. ``"web"`` needs the ``web`` extra (``pip install "ruagent[web]"``)."""
     if isinstance(name, Labeller):
         return name
     if name == "synthetic":
         return SyntheticLabeller(seed=seed, **kwargs)
     if name == "human":
         return HumanLabeller(**kwargs)
+    if name == "web":  # imported by name: the web module imports this one, and its server libraries are optional
+        return importlib.import_module("ruagent.preferences.web").WebLabeller(**kwargs)
     raise ValueError(f"labeller must be one of {LABELLERS} or a Labeller, got {name!r}")

@@ -85,7 +85,9 @@ def learn_reward_from_preferences(
     :param reward_model: an :class:`~ruagent.EnsembleRewardModel` or :class:`~ruagent.BayesianLinearRewardModel`.
     :param budget: total labels, including those in a resumed ``session``.
     :param query: ``"random"``, ``"disagreement"``, ``"info_gain"`` or a :class:`PairQuery`.
-    :param labeller: ``"synthetic"``, ``"human"`` or a :class:`Labeller`.
+    :param labeller: ``"synthetic"``, ``"human"``, ``"web"`` (a browser page,
+        :class:`~ruagent.preferences.web.WebLabeller`) or a :class:`Labeller`. The two human ones need
+        the env made with a ``render_mode`` (``"rgb_array"`` for the web page).
     :param segment_length: T, steps per segment.
     :param initial_fraction: share of the budget asked at random before the first fit.
     :param n_rounds: active rounds after the first (each: fresh rollouts, score, ask, refit).
@@ -132,8 +134,9 @@ def learn_reward_from_preferences(
         )
         index = candidate_pairs(len(pool), n_candidates, rng)
         strategy = make_query("random", seed=int(rng.integers(2**31))) if is_random else pair_query
-        chosen = index[strategy.select(pool, index, n_ask, rng)]
-        log.ask(labeller, SegmentPairs.from_segments(pool, chosen), query=strategy.name)
+        rows, scores = strategy.ranked(pool, index, n_ask, rng)
+        log.ask(labeller, SegmentPairs.from_segments(pool, index[rows]), query=strategy.name, scores=scores,
+                context={"budget": budget, "candidates": len(index)})
         bar.update(n_ask)
         metrics = fitter.fit(*log.labelled(), progress_bar=False)
         history.append(metrics)

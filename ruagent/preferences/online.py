@@ -9,6 +9,13 @@ for the labels the :class:`~ruagent.preferences.queries.LabelSchedule` allows by
 chosen by the query strategy from pairs of recent segments, refits the posterior, and
 logs ``preferences/labels``, ``preferences/loss`` and ``preferences/accuracy``.
 
+While a round is asked, training is paused: ``_on_rollout_end`` runs in SB3's training loop, so no
+env steps and no gradient steps happen until the labeller answers (a synthetic one at once; a person
+in the terminal or the web page when they do). With ``wait_timeout`` a round gives up after that many
+seconds without an answer; what was answered is kept and fitted, the rest is not recorded (the next
+round asks again what the schedule grants), and training goes on. A person who stops (``q``) ends the
+labelling for this run; training goes on with the posterior fitted so far.
+
 The reward model is updated in place, so a :class:`~ruagent.RewardUncertaintyWrapper`
 (or its VecEnv twin) holding the same object hands the agent the refitted rewards from the
 next rollout on. The env's own reward is read from ``info["env_reward"]`` (what the
@@ -41,7 +48,7 @@ class PreferenceLearningCallback(BaseCallback):
     :param budget: total labels, including those already in ``session`` (e.g. asked before
         training by :func:`~ruagent.preferences.learn.learn_reward_from_preferences`).
     :param query: ``"random"``, ``"disagreement"``, ``"info_gain"`` or a :class:`PairQuery`.
-    :param labeller: ``"synthetic"``, ``"human"`` or a :class:`Labeller`.
+    :param labeller: ``"synthetic"``, ``"human"``, ``"web"`` or a :class:`Labeller`.
     :param segment_length: T.
     :param update_every: agent timesteps between label rounds (checked at rollout ends).
     :param initial_fraction: share of the budget the schedule grants at timestep 0 (ask it
@@ -59,6 +66,9 @@ class PreferenceLearningCallback(BaseCallback):
         asked before training (timestep −1), as after
         :func:`~ruagent.preferences.learn.learn_reward_from_preferences` on the same model.
         Ensembles refit on all labels and ignore it.
+    :param wait_timeout: live labellers (the web page): seconds a label round waits for the next answer
+        before it gives up on the rest of the round (not recorded; later rounds ask again what the
+        schedule grants). None: wait as long as it takes. Training is paused while a round waits.
     :param seed: seeds candidate pairs, tie-breaks and the synthetic labeller.
     """
 
@@ -80,10 +90,14 @@ class PreferenceLearningCallback(BaseCallback):
         record_frames: bool = False,
         fitter_kwargs: dict[str, Any] | None = None,
         labels_in_posterior: int | None = None,
+        wait_timeout: float | None = None,
         seed: int | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
+        if wait_timeout is not None and not wait_timeout > 0:
+            raise ValueError(f"wait_timeout must be > 0 seconds or None (wait as long as it takes), got {wait_timeout}")
+        self.wait_timeout = wait_timeout
         self.reward_model = reward_model
         self.budget = int(budget)
         self.segment_length = int(segment_length)
@@ -163,7 +177,8 @@ class PreferenceLearningCallback(BaseCallback):
 
     # ------------------------------------------------------------------ labelling
     def label_round(self) -> int:
-        """Ask the labels due by now (if the pool allows), refit, log; return how many were asked."""
+        """Ask the labels due by now (if the pool allows), refit, log; return how many were recorded
+        (fewer than asked when a person stops or a live round times out)."""
         if self.log.quit or len(self._pool) < 2:
             return 0
         n_ask = min(self.schedule.labels_due(self.num_timesteps) - len(self.log), self.budget - len(self.log))
@@ -171,10 +186,15 @@ class PreferenceLearningCallback(BaseCallback):
             return 0
         pool = Segments.concatenate(list(self._pool))
         index = candidate_pairs(len(pool), n_ask * self.candidates_per_query, self.rng)
-        chosen = index[self.query.select(pool, index, n_ask, self.rng)]
-        self.log.ask(self.labeller, SegmentPairs.from_segments(pool, chosen), self.query.name, self.num_timesteps)
-        self._fit()
-        return len(chosen)
+        rows, scores = self.query.ranked(pool, index, n_ask, self.rng)
+        asked_before = len(self.log)
+        self.log.ask(self.labeller, SegmentPairs.from_segments(pool, index[rows]), self.query.name, self.num_timesteps,
+                     scores=scores, timeout=self.wait_timeout,
+                     context={"budget": self.budget, "candidates": len(index)})
+        recorded = len(self.log) - asked_before
+        if recorded and self.log.n_labels:  # nothing new (timed out, stopped at once): the posterior stands
+            self._fit()
+        return recorded
 
     def refit_on_session(self) -> dict[str, float]:
         """Fit the posterior on every label of the session, outside training (e.g. a resumed run with no steps left)."""

@@ -78,21 +78,33 @@ class PairQuery(abc.ABC):
     def scores(self, segments: Segments, index: np.ndarray) -> np.ndarray:
         """(B,) usefulness of each candidate pair ``(segments[index[b, 0]], segments[index[b, 1]])``."""
 
+    #: whether :meth:`scores` mean something to a labeller (random scores do not)
+    scored: bool = True
+
     def select(self, segments: Segments, index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         """Rows of ``index`` (B, 2) to query, best first: (min(n, B),) int. Ties break at random."""
+        return self.ranked(segments, index, n, rng)[0]
+
+    def ranked(
+        self, segments: Segments, index: np.ndarray, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`select`'s rows (min(n, B),) int, best first, and their scores (min(n, B),) float64
+        (NaN where the strategy's scores mean nothing, as for ``random``): why each pair was chosen."""
         index = np.asarray(index)
         if index.ndim != 2 or index.shape[1] != 2:
             raise ValueError(f"index must have shape (B, 2), got {index.shape}")
         scores = np.asarray(self.scores(segments, index), dtype=np.float64)
         assert scores.shape == (index.shape[0],), (scores.shape, index.shape)
         order = np.lexsort((rng.random(scores.shape[0]), -scores))  # by score, then a random tie-break
-        return order[: min(n, scores.shape[0])]
+        rows = order[: min(n, scores.shape[0])]
+        return rows, scores[rows] if self.scored else np.full(rows.shape, np.nan)
 
 
 class RandomQuery(PairQuery):
     """Uniformly random pairs."""
 
     name = "random"
+    scored = False
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
