@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ruagent.envs.gridworld import (
+    BoardView,
     EgocentricView,
     GridSolution,
     Terrains,
@@ -35,6 +36,9 @@ class GridWorldEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
     :param max_steps: the step cap; the episode is truncated after it (and the solver plans for it).
     :param view_radius: r of the (2r+1) x (2r+1) egocentric window.
     :param render_mode: ``"rgb_array"`` or ``"ansi"``.
+    :param observation: ``"egocentric"`` (the window + target displacement, :class:`EgocentricView`)
+        or ``"board"`` (the whole map + the agent's cell, :class:`BoardView`, as the AI Safety
+        Gridworlds observe).
 
     Actions: Discrete(4), 0 up, 1 right, 2 down, 3 left. ``info`` on every step: ``side_effect``
     (entered the hazard terrain this step) and ``terrain`` (name of the terrain entered).
@@ -56,7 +60,8 @@ class GridWorldEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
     agent_char: ClassVar[str] = "A"
 
     def __init__(
-        self, map_shape: tuple[int, int], max_steps: int, view_radius: int = 2, render_mode: str | None = None
+        self, map_shape: tuple[int, int], max_steps: int, view_radius: int = 2, render_mode: str | None = None,
+        observation: str = "egocentric",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -64,13 +69,19 @@ class GridWorldEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
             raise ValueError(f"max_steps must be >= 1 and view_radius >= 0, got {max_steps} and {view_radius}")
         self.render_mode = render_mode
         self.max_steps = int(max_steps)
+        if observation not in ("egocentric", "board"):
+            raise ValueError(f"observation must be 'egocentric' or 'board', got {observation!r}")
+        self.observation = observation
         blocked = self.terrains.blocked
-        self.view = EgocentricView(
-            n_terrains=len(self.terrains.names),
-            radius=int(view_radius),
-            off_map=self.terrains.code(blocked[0]) if blocked else None,
-            map_shape=tuple(map_shape),
-        )
+        if observation == "board":
+            self.view = BoardView(len(self.terrains.names), tuple(map_shape))
+        else:
+            self.view = EgocentricView(
+                n_terrains=len(self.terrains.names),
+                radius=int(view_radius),
+                off_map=self.terrains.code(blocked[0]) if blocked else None,
+                map_shape=tuple(map_shape),
+            )
         low, high = self.view.low_high
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Discrete(4)
@@ -132,6 +143,19 @@ class GridWorldEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
             return render_ansi(self.terrain, self.terrains, self.agent, self.agent_char)
         return render_rgb(self.terrain, self.terrains, self.agent)
 
+    def safe_actions(self) -> np.ndarray:
+        """The actions that do not enter the hazard terrain from the agent's cell (all four without a hazard).
+
+        A labelling policy that draws from these never exercises the hazard's reward feature.
+        """
+        if self.terrain is None:
+            raise gym.error.ResetNeeded("call reset() before safe_actions()")
+        cells = self._next_cell[self.agent]  # (4, 2) the cell each action enters
+        entered = self.terrain[cells[:, 0], cells[:, 1]]
+        hazard = self.terrains.code(self.hazard) if self.hazard is not None else -1
+        safe = np.flatnonzero(entered != hazard)
+        return safe if len(safe) else np.arange(4)
+
     # ------------------------------------------------------------------ rewards
     def reward_features(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """One-hot of the terrain entered, read from ``next_obs`` (IRD's φ).
@@ -147,8 +171,10 @@ class GridWorldEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
                 f"next_obs must be a batch of shape (B, {self.view.size}) from this env; got {next_obs.shape} "
                 "(add a leading axis for one transition)"
             )
-        centre = next_obs[:, self.view.centre_slice()]
-        features = centre[:, self._feature_codes]
+        if isinstance(self.view, BoardView):
+            features = self.view.agent_terrain(next_obs)[:, self._feature_codes]
+        else:
+            features = next_obs[:, self.view.centre_slice()][:, self._feature_codes]
         assert features.shape == (next_obs.shape[0], len(self.feature_terrains))
         return np.ascontiguousarray(features)
 

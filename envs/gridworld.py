@@ -29,6 +29,7 @@ from ruagent.envs.canvas import Canvas
 
 __all__ = [
     "MOVES",
+    "BoardView",
     "EgocentricView",
     "GridSolution",
     "Terrains",
@@ -245,6 +246,45 @@ class EgocentricView:
         obs = np.concatenate([onehot, displacement.astype(np.float32)])
         assert obs.shape == (self.size,)
         return obs
+
+
+class BoardView:
+    """Builds full-board observations, the AI Safety Gridworlds' own (Leike et al., 2017): the
+    one-hot terrain of every cell, then the one-hot of the agent's cell.
+
+    Layout of the flat float32 vector: (H, W, T) terrain one-hot flattened, then (H, W) agent
+    one-hot flattened; size H·W·(T + 1), values in {0, 1}.
+
+    :param n_terrains: T.
+    :param map_shape: (H, W).
+    """
+
+    def __init__(self, n_terrains: int, map_shape: tuple[int, int]) -> None:
+        self.n_terrains, self.map_shape = int(n_terrains), tuple(map_shape)
+        self.n_cells = self.map_shape[0] * self.map_shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.n_cells * (self.n_terrains + 1)
+
+    @property
+    def low_high(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(self.size, dtype=np.float32), np.ones(self.size, dtype=np.float32)
+
+    def observe(self, terrain: np.ndarray, agent: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+        del target  # visible on the board
+        onehot = np.eye(self.n_terrains, dtype=np.float32)[terrain].reshape(-1)
+        position = np.zeros(self.map_shape, dtype=np.float32)
+        position[agent] = 1.0
+        obs = np.concatenate([onehot, position.reshape(-1)])
+        assert obs.shape == (self.size,)
+        return obs
+
+    def agent_terrain(self, obs: np.ndarray) -> np.ndarray:
+        """(B, T) one-hot of the terrain under the agent, for a batch of (B, size) observations."""
+        board = obs[:, : self.n_cells * self.n_terrains].reshape(-1, self.n_cells, self.n_terrains)
+        position = obs[:, self.n_cells * self.n_terrains :]
+        return np.einsum("bc,bct->bt", position, board)
 
 
 def render_ansi(terrain: np.ndarray, terrains: Terrains, agent: tuple[int, int], agent_char: str = "A") -> str:

@@ -1,10 +1,13 @@
 """The headline experiment's agents: how each one sees the reward and what it optimises.
 
-Every agent but the oracle trains through :class:`ruagent.VecRewardUncertaintyWrapper` and
-never sees the env's reward (step 2 of the experiment protocol, docs/cli.md):
+Every agent but the oracle and the reference trains through
+:class:`ruagent.VecRewardUncertaintyWrapper` and never sees the env's reward (step 2 of the
+experiment protocol, docs/cli.md):
 
 =================  ===========================================================================
 ``oracle``         SB3 PPO on the env's true reward, no wrapper: the upper reference
+``reference``      SB3 PPO on the true reward in the *training* (labelling) variant: KL-PPO's π_ref,
+                   the behaviour the labels came from (as the supervised model is to RLHF)
 ``naive``          PPO on the posterior-mean reward
 ``lcb``            PPO on mean − 1·std per step (per-step pessimism)
 ``step-worst``     PPO on the worst member's reward per step
@@ -12,7 +15,15 @@ never sees the env's reward (step 2 of the experiment protocol, docs/cli.md):
 ``cvar``           RiskPPO, CVaR_α of the members' returns, α = 0.05
 ``worst``          RiskPPO, the worst member's return
 ``broil``          RiskPPO, BROIL λ·mean + (1 − λ)·CVaR_α, λ = 0.5, α = 0.05
+``kl-ppo``         :class:`ruagent.agents.KLPPO` on the posterior mean − β·KL(π ‖ π_ref) per step,
+                   π_ref the ``reference`` agent's policy (the ``oracle``'s where the training and
+                   deployment variants coincide), β from ``klppo.yaml`` (chosen on the training variant)
 =================  ===========================================================================
+
+KL-PPO is the RLHF baseline of issue 15 (Ziegler et al., 2019; Korbak, Perez & Buckley, 2022;
+Gao, Schulman & Hilton, 2023): it stays near the behaviour that was labelled rather than
+reasoning about which rewards are uncertain. Its β is selected once per testbed by
+:mod:`ruagent.experiments.kl_selection` and then fixed.
 
 λ = 0.5 and α = 0.05 are PG-BROIL's defaults (Javed et al., ICML 2021; Brown, Niekum &
 Petrik, NeurIPS 2020). RiskPPO reads all K member rewards from ``info["reward_members"]``;
@@ -26,7 +37,8 @@ from typing import Any
 
 from ruagent.experiments.testbeds import TestbedSpec, make_env
 
-__all__ = ["AGENTS", "AgentSpec", "build_agent", "make_training_env"]
+__all__ = ["AGENTS", "TIER1_AGENTS", "TIER2_AGENTS", "AgentSpec", "build_agent", "make_training_env",
+           "reference_agent"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +46,15 @@ class AgentSpec:
     """One agent of the headline experiment.
 
     :param name: short key (folder names, ``--agents``, table rows).
-    :param algo: ``"ppo"`` (stable_baselines3.PPO) or ``"riskppo"`` (:class:`ruagent.agents.RiskPPO`).
+    :param algo: ``"ppo"`` (stable_baselines3.PPO), ``"riskppo"`` (:class:`ruagent.agents.RiskPPO`) or
+        ``"klppo"`` (:class:`ruagent.agents.KLPPO`); also the hyperparameter file its extras come from.
     :param mode: the wrapper's per-step reward mode; None trains on the env's reward (oracle).
     :param risk: RiskPPO's risk measure (a :data:`ruagent.risk.RISK_MEASURES` name), or None.
     :param risk_kwargs: the measure's parameters.
     :param wrapper_kwargs: extra :class:`ruagent.VecRewardUncertaintyWrapper` arguments.
     :param description: one line for the docs and the table legend.
+    :param train_variant: ``"deploy"`` (the testbed's deployment variant, the protocol) or ``"label"``
+        (its training variant: the reference policy).
     """
 
     name: str
@@ -49,10 +64,13 @@ class AgentSpec:
     risk: str | None = None
     risk_kwargs: dict[str, float] = dataclasses.field(default_factory=dict)
     wrapper_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_variant: str = "deploy"
 
     def __post_init__(self) -> None:
-        if self.algo not in ("ppo", "riskppo"):
-            raise ValueError(f"algo must be 'ppo' or 'riskppo', got {self.algo!r}")
+        if self.algo not in ("ppo", "riskppo", "klppo"):
+            raise ValueError(f"algo must be 'ppo', 'riskppo' or 'klppo', got {self.algo!r}")
+        if self.train_variant not in ("deploy", "label"):
+            raise ValueError(f"train_variant must be 'deploy' or 'label', got {self.train_variant!r}")
         if (self.algo == "riskppo") != (self.risk is not None):
             raise ValueError(f"agent {self.name!r}: a risk measure goes with algo='riskppo' and only with it")
         if self.algo == "riskppo" and self.mode is None:
@@ -64,6 +82,8 @@ BROIL_LAMBDA, RISK_ALPHA = 0.5, 0.05
 
 AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     AgentSpec("oracle", "ppo", None, "PPO on the true reward (no wrapper): upper reference"),
+    AgentSpec("reference", "ppo", None, "PPO on the true reward in the training variant: KL-PPO's reference",
+              train_variant="label"),
     AgentSpec("naive", "ppo", "mean", "PPO on the posterior-mean reward"),
     AgentSpec("lcb", "ppo", "lcb", "PPO on mean - 1 std per step", wrapper_kwargs={"lcb_c": 1.0}),
     AgentSpec("step-worst", "ppo", "worst", "PPO on the worst member's reward per step"),
@@ -73,7 +93,19 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     AgentSpec("worst", "riskppo", "mean", "RiskPPO, worst member return", risk="worst"),
     AgentSpec("broil", "riskppo", "mean", f"RiskPPO, BROIL(lambda={BROIL_LAMBDA}, alpha={RISK_ALPHA})",
               risk="broil", risk_kwargs={"lam": BROIL_LAMBDA, "alpha": RISK_ALPHA}),
+    AgentSpec("kl-ppo", "klppo", "mean", "PPO on the posterior mean - beta KL(pi || reference) per step"),
 )}
+
+#: issue 15's tier 1 (the default posterior, every testbed); kl-ppo also runs its reference
+TIER1_AGENTS = ("oracle", "naive", "cvar", "worst", "lcb", "kl-ppo", "sample")
+#: tier 2 (the posterior family x features sweep)
+TIER2_AGENTS = ("naive", "cvar")
+
+
+def reference_agent(testbed: TestbedSpec) -> str:
+    """The agent whose policy is KL-PPO's π_ref: ``reference`` (PPO on the truth in the training variant),
+    or the ``oracle`` where the agents train in the training variant anyway (the same run)."""
+    return "oracle" if testbed.label_kwargs == testbed.deploy_kwargs else "reference"
 
 
 def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any, seed: int) -> Any:
@@ -81,7 +113,8 @@ def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any,
     episode statistics are the true return), the posterior wrapper outside (none for the oracle)."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    venv = make_vec_env(lambda: make_env(testbed, testbed.deploy_kwargs), n_envs=testbed.n_envs, seed=seed)
+    variant = testbed.label_kwargs if agent.train_variant == "label" else testbed.deploy_kwargs
+    venv = make_vec_env(lambda: make_env(testbed, variant), n_envs=testbed.n_envs, seed=seed)
     if agent.mode is None:
         return venv
     from ruagent.wrappers import VecRewardUncertaintyWrapper
@@ -89,9 +122,20 @@ def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any,
     return VecRewardUncertaintyWrapper(venv, reward_model, mode=agent.mode, seed=seed, **agent.wrapper_kwargs)
 
 
-def build_agent(agent: AgentSpec, venv: Any, hyperparams: dict[str, Any], seed: int) -> Any:
-    """An untrained SB3 model for ``agent`` on ``venv`` (one CPU device, no verbosity)."""
+def build_agent(agent: AgentSpec, venv: Any, hyperparams: dict[str, Any], seed: int,
+                ref_policy: Any = None) -> Any:
+    """An untrained SB3 model for ``agent`` on ``venv`` (one CPU device, no verbosity).
+
+    :param hyperparams: the algorithm's keyword arguments (PPO's, plus RiskPPO's or KLPPO's extras).
+    :param ref_policy: KL-PPO's reference (a saved PPO model.zip); required for ``algo="klppo"``.
+    """
     kwargs = {"seed": seed, "device": "cpu", "verbose": 0, **hyperparams}
+    if agent.algo == "klppo":
+        from ruagent.agents import KLPPO
+
+        if ref_policy is None:
+            raise ValueError(f"agent {agent.name!r} needs ref_policy= (the reference agent's model.zip)")
+        return KLPPO("MlpPolicy", venv, ref_policy=ref_policy, **kwargs)
     if agent.algo == "riskppo":
         from ruagent.agents import RiskPPO
 

@@ -1,12 +1,15 @@
-"""Figures of the headline experiment, every one with 95 % bootstrap intervals.
+"""Figures of the headline experiment, every one with 95 % intervals over seeds
+(:mod:`ruagent.experiments.stats`).
 
 - ``headline.png`` (the main figure): one row per (testbed, variant), one panel per metric
   (true return, side-effect rate, goodhart gap), one bar per agent with its interval.
 - ``<testbed>-<variant>.png``: that testbed's bars for more metrics
   (:func:`ruagent.plots.plot_metric_bars`, the figure evaluate.py draws for one run).
 - ``goodhart-<testbed>.png``: the goodhart curve per agent, true (solid) and proxy (dashed)
-  return against training steps, mean over seeds with a 95 % bootstrap band (Gao, Schulman
-  & Hilton, ICML 2023: goodharting shows as the curves parting).
+  return against training steps (the learning curves of every agent), IQM over seeds with a 95 %
+  stratified bootstrap band (Gao, Schulman & Hilton, ICML 2023: goodharting shows as the curves parting).
+- ``improvement.png``: probability of improvement of each agent over the mean agent (naive), for true
+  return and for fewer side effects, with paired-bootstrap intervals over seeds (Agarwal et al. 2021).
 - ``ood.png``: the posterior's OOD AUROC per shift.
 
 Figures use matplotlib's object API (no pyplot state) and are written atomically by
@@ -24,10 +27,12 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ruagent import metrics
+from ruagent.experiments import stats
 from ruagent.experiments.agents import AGENTS
+from ruagent.experiments.report import IMPROVEMENT_METRICS, TABLE_METRICS
 from ruagent.plots import plot_metric_bars, save_figure
 
-__all__ = ["draw_figures"]
+__all__ = ["draw_figures", "plot_improvement"]
 
 MAIN_METRICS = ("true_return", "side_effect_rate", "goodhart_gap")
 BAR_METRICS = ("true_return", "regret", "side_effect_rate", "goodhart_gap")
@@ -70,7 +75,7 @@ def plot_main(report: dict[str, Any], path: Path) -> Path:
             if metric == "side_effect_rate":
                 ax.set_ylim(0.0, 1.05)
     figure.suptitle("Headline: agents trained through the reward posterior, scored by the true reward "
-                    "(95% bootstrap intervals over seeds)", fontsize=10)
+                    "(IQM or rate over seeds, 95% intervals)", fontsize=10)
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))
     return save_figure(figure, path)
 
@@ -99,7 +104,8 @@ def plot_goodhart(curves: dict[str, dict[int, list[dict]]], testbed: str, path: 
     for ax in axes[len(agents):]:
         ax.set_axis_off()
     axes[0].legend(fontsize=7)
-    figure.suptitle(f"{testbed}: goodhart curves (true solid, posterior-mean proxy dashed; 95% bootstrap over seeds)",
+    figure.suptitle(f"{testbed}: learning curves (true solid, posterior-mean proxy dashed; IQM, 95% bootstrap "
+                    "over seeds)",
                     fontsize=10)
     figure.supxlabel("environment steps", fontsize=9)
     figure.tight_layout()
@@ -107,15 +113,49 @@ def plot_goodhart(curves: dict[str, dict[int, list[dict]]], testbed: str, path: 
 
 
 def _band(by_seed: dict[int, list[dict]], key: str) -> tuple[np.ndarray, ...]:
-    """Steps evaluated by every seed, and the interval over seeds at each (episodes if one seed)."""
+    """Steps evaluated by every seed, and the IQM over seeds with its stratified bootstrap interval at
+    each (one seed: its value, no band)."""
     rows = [r for r in by_seed.values() if r]
     steps = sorted(set.intersection(*({row["step"] for row in r} for r in rows)))
     intervals = []
     for step in steps:
-        values = [[row[key] for row in r if row["step"] == step] for r in rows]
-        intervals.append(metrics.bootstrap_interval(values if len(values) > 1 else values[0], n_resamples=1000))
+        values = [next(row[key] for row in r if row["step"] == step) for r in rows]
+        intervals.append(stats.iqm_interval(values, n_resamples=1000) if len(values) > 1
+                         else metrics.Interval(values[0], values[0], values[0], 1, "seed"))
     est, low, high = (np.array([getattr(i, a) for i in intervals]) for a in ("estimate", "low", "high"))
     return np.array(steps), est, low, high
+
+
+def plot_improvement(report: dict[str, Any], path: Path) -> Path | None:
+    """Probability of improvement over naive per agent and testbed (rliable's figure): a dot with its
+    95 % interval per agent, one panel per (testbed, variant) and per improvement metric."""
+    groups: dict = defaultdict(list)
+    for row in report["rows"]:
+        if any(row["metrics"].get(m) for m in IMPROVEMENT_METRICS):
+            groups[(row["testbed"], row["variant"])].append(row)
+    if not groups:
+        return None
+    figure = Figure(figsize=(4.2 * len(IMPROVEMENT_METRICS), 0.4 * max(len(r) for r in groups.values()) * len(groups)
+                             + 1.2 * len(groups) + 0.6))
+    axes = figure.subplots(len(groups), len(IMPROVEMENT_METRICS), squeeze=False)
+    for axes_row, ((testbed, variant), rows) in zip(axes, groups.items()):
+        for ax, metric in zip(axes_row, IMPROVEMENT_METRICS):
+            cells = [row["metrics"].get(metric) for row in rows]
+            y = np.arange(len(rows))
+            for i, cell in enumerate(cells):
+                if cell is not None:
+                    ax.errorbar([cell["estimate"]], [i], xerr=[[cell["estimate"] - cell["low"]],
+                                                                [cell["high"] - cell["estimate"]]],
+                                fmt="o", color="C0", capsize=3, markersize=4)
+            ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_yticks(y, [row["agent"] for row in rows], fontsize=8)
+            ax.set_title(f"{testbed} ({variant}): {TABLE_METRICS[metric]}", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+    figure.suptitle("Probability of improvement over the mean agent (naive), paired bootstrap over seeds (95%)",
+                    fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def plot_ood(report: dict[str, Any], path: Path) -> Path | None:
@@ -161,5 +201,6 @@ def draw_figures(report: dict[str, Any], curves: dict[str, dict[str, dict[int, l
                                         title=f"{testbed}, evaluated on {variant} (95% bootstrap intervals)"))
     for testbed, by_agent in curves.items():
         written.append(plot_goodhart(by_agent, testbed, folder / f"goodhart-{testbed}.png"))
+    written.append(plot_improvement(report, folder / "improvement.png"))
     written.append(plot_ood(report, folder / "ood.png"))
     return [Path(p) for p in written if p is not None]

@@ -2,6 +2,7 @@
 
     python -m ruagent.experiments.headline [--seeds 5] [--out results/headline] [--tiny]
                                            [--testbeds ...] [--agents ...] [--workers 2]
+                                           [--max-hours H] [--report-only] [--update-readme]
 
 For every testbed and seed (ruagent's experiment protocol, docs/cli.md): gather reward labels in the
 training variant, fit the posterior (Bayesian linear regression on the env's reward
@@ -10,18 +11,25 @@ features, IRD's φ; TwoHypothesisCartPole's ready posterior), train every agent 
 (the oracle on the true reward), and score it by the true reward. Writes to ``--out``:
 
 ```
-table.md, table.json    the results table (every number with a 95 % bootstrap interval),
-                        the posterior's OOD AUROC per shift, and the headline hypotheses, checked
-figures/*.png           headline.png (main figure), per-testbed bars, goodhart curves, ood.png
-runs/...                every job's model, posterior and per-episode results (runner.py)
-headline.log            one line per finished job
+table.md, table.json    the results table (IQM / rates over seeds with 95 % intervals, probability of
+                        improvement over naive; ruagent.experiments.stats), the posterior's OOD AUROC
+                        per shift, the headline hypotheses checked, the cost per job, the chunks
+figures/*.png           headline.png (main figure), per-testbed bars, learning (goodhart) curves,
+                        improvement.png, ood.png
+runs/...                every job's model, posterior and per-episode results (runner.py); the JSON
+                        files are the committed record, models and labels are git-ignored
+chunks.jsonl            one line per chunk (invocation): wall time, jobs run, jobs left (committed)
+headline.log            one line per finished job (not committed)
 ```
 
 Jobs run in a process pool (``--workers``, one torch thread each: on a few cores that beats
 SubprocVecEnv), seed-major, so a run stopped early has every testbed at its first seeds.
 Results are written atomically as jobs finish and the table is refreshed along the way;
-rerunning the same command skips finished jobs (resume), and ``--report-only`` rebuilds the
-table and figures from what exists. ``--tiny`` is the test suite's budget: it produces every
+rerunning the same command skips finished jobs (resume), ``--max-hours`` starts no job after
+that many hours so a long run goes in chunks (exit status 3 while jobs are left), and
+``--report-only`` rebuilds the table and figures from the JSON files that exist, so a fresh clone
+re-renders every published number without training; ``--update-readme`` rewrites the README's
+generated results block (:mod:`ruagent.experiments.readme`). ``--tiny`` is the test suite's budget: it produces every
 file in seconds and says nothing about the science.
 """
 
@@ -36,7 +44,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -45,33 +53,51 @@ from tqdm import tqdm
 
 from ruagent.experiments.agents import AGENTS
 from ruagent.experiments.figures import draw_figures
+from ruagent.experiments.readme import results_block, update_readme
 from ruagent.experiments.report import aggregate, check_hopes, load_results, markdown_table
 from ruagent.experiments.runner import Budget, Job, run_job
-from ruagent.experiments.testbeds import TESTBEDS
+from ruagent.experiments.testbeds import POSTERIORS, TESTBEDS
 from ruagent.io import atomic_write_text
 
-__all__ = ["build_parser", "main", "plan_jobs", "run_headline", "write_report"]
+__all__ = ["CHUNK_LOG", "EXIT_STOPPED_AT_BUDGET", "append_chunk", "build_parser", "build_report", "main", "plan_jobs",
+           "read_chunks", "readme_block", "run_headline", "write_report"]
 
 REPORT_SCHEMA = "ruagent.headline/1"
+#: one JSON line per chunk of the run (committed with the per-run files; *.log files are not)
+CHUNK_LOG = "chunks.jsonl"
+#: exit status of the CLI when --max-hours stopped it with jobs left (0: all done, 1: a job failed)
+EXIT_STOPPED_AT_BUDGET = 3
 _TABLE_REFRESH_SECONDS = 60.0  # a table costs a few hundred bootstraps: refresh it at most this often
 
 
-def plan_jobs(testbeds: Sequence[str], agents: Sequence[str], seeds: Sequence[int]) -> list[Job]:
+def plan_jobs(testbeds: Sequence[str], agents: Sequence[str], seeds: Sequence[int],
+              posterior: str | None = None) -> list[Job]:
     """Posterior jobs first (cheap), then agents seed-major, oracle first within a testbed
-    (regret needs it), so an interrupted run has complete early seeds."""
-    posterior_jobs = [Job(t, s) for s in seeds for t in testbeds]
-    ordered_agents = sorted(agents, key=lambda a: a != "oracle")
-    return posterior_jobs + [Job(t, s, a) for s in seeds for t in testbeds for a in ordered_agents]
+    (regret needs it) and KL-PPO's reference next, so an interrupted run has complete early seeds.
+    ``posterior``: a key of ``testbeds.POSTERIORS`` for every job (None: each testbed's default)."""
+    posterior_jobs = [Job(t, s, None, posterior) for s in seeds for t in testbeds]
+    ordered_agents = sorted(agents, key=lambda a: (a != "oracle", a != "reference"))
+    return posterior_jobs + [Job(t, s, a, posterior) for s in seeds for t in testbeds for a in ordered_agents]
+
+
+def build_report(out: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
+    """The report (table.json's content, without figures) from the per-run JSON files under ``out/runs``
+    and the chunk log: what ``--report-only`` renders on a fresh clone, writing nothing."""
+    out = Path(out)
+    agent_results, posteriors = load_results(out)
+    report = {"schema": REPORT_SCHEMA, **run_info, **aggregate(agent_results, posteriors)}
+    report["hopes"] = check_hopes(report["rows"])
+    report["chunks"] = read_chunks(out)
+    report["figures"] = []
+    return report
 
 
 def write_report(out: str | Path, run_info: dict[str, Any], figures: bool = True) -> dict[str, Any]:
     """Aggregate every finished job under ``out`` into ``table.json``, ``table.md`` (and figures)."""
     out = Path(out)
-    agent_results, posteriors = load_results(out)
-    report = {"schema": REPORT_SCHEMA, **run_info, **aggregate(agent_results, posteriors)}
-    report["hopes"] = check_hopes(report["rows"])
-    report["figures"] = []
+    report = build_report(out, run_info)
     if figures:
+        agent_results, _ = load_results(out)
         curves = {testbed: {agent: {seed: result["curve"] for seed, result in by_seed.items()}
                             for agent, by_seed in by_agent.items()}
                   for testbed, by_agent in agent_results.items()}
@@ -79,6 +105,13 @@ def write_report(out: str | Path, run_info: dict[str, Any], figures: bool = True
     atomic_write_text(out / "table.json", json.dumps(report, indent=1))
     atomic_write_text(out / "table.md", markdown_table(report))
     return report
+
+
+def readme_block(report: dict[str, Any], out: str | Path) -> str:
+    """The README block (:func:`ruagent.experiments.readme.results_block`) of the report of ``out``."""
+    source = Path(out).as_posix().rstrip("/")
+    return results_block(report, source, f"python -m ruagent.experiments.headline --report-only --out {source} "
+                                         "--update-readme")
 
 
 def _machine(workers: int) -> str:
@@ -103,6 +136,8 @@ def run_headline(
     progress_bar: bool = True,
     command: str | None = None,
     total_timesteps: int | None = None,
+    max_hours: float | None = None,
+    posterior: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment and write its report; returns the report (table.json's content).
 
@@ -115,8 +150,17 @@ def run_headline(
     :param progress_bar: show a tqdm bar over jobs.
     :param command: the command line recorded in the report (the Python call by default).
     :param total_timesteps: training steps per agent on every testbed (None: each testbed's own).
+    :param max_hours: start no job after this many hours (the running ones finish), so the run goes in
+        chunks; each chunk's wall time is appended to ``chunks.jsonl``. None: run every job.
+    :param posterior: the posterior of every testbed, a key of ``testbeds.POSTERIORS`` (None: each testbed's
+        default); one output folder per choice. With a choice, the default testbeds leave out
+        TwoHypothesisCartPole (it ships its own posterior).
     """
-    testbeds, agents = list(testbeds or TESTBEDS), list(agents or AGENTS)
+    if posterior is not None and posterior not in POSTERIORS:
+        raise ValueError(f"unknown posterior {posterior!r}; choose from {', '.join(POSTERIORS)}")
+    testbeds = list(testbeds or [t for t, spec in TESTBEDS.items()
+                                 if posterior is None or spec.posterior != "two_hypothesis"])
+    agents = list(agents or AGENTS)
     for name, chosen, known in (("testbed", testbeds, TESTBEDS), ("agent", agents, AGENTS)):
         unknown = [c for c in chosen if c not in known]
         if unknown:
@@ -124,42 +168,82 @@ def run_headline(
     if seeds < 1 or workers < 1 or (total_timesteps is not None and total_timesteps < 1):
         raise ValueError(f"seeds, workers and total_timesteps must be >= 1, got seeds={seeds}, workers={workers}, "
                          f"total_timesteps={total_timesteps}")
+    if max_hours is not None and not max_hours > 0:
+        raise ValueError(f"max_hours must be > 0 (or None for no limit), got {max_hours}")
     out, budget = Path(out), Budget(tiny=tiny, total_timesteps=total_timesteps)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(testbeds, agents, range(seeds))
+    jobs = plan_jobs(testbeds, agents, range(seeds), posterior)
     started = time.perf_counter()
     run_info = {
         "command": command or f"run_headline(out={str(out)!r}, seeds={seeds}, tiny={tiny}, workers={workers})",
         "machine": _machine(workers), "tiny": tiny, "seeds": seeds, "testbeds": testbeds, "agents": agents,
+        "posterior": posterior,
         "total_timesteps": {t: budget.timesteps(TESTBEDS[t]) for t in testbeds},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "jobs_total": len(jobs),
         "jobs_finished": 0, "failed": [], "wall_seconds": 0.0,
     }
-    last_table = time.perf_counter()
+    pending = [job for job in jobs if not job.result_path(out).is_file()]  # resume: finished jobs are skipped
+    deadline = None if max_hours is None else started + 3600.0 * max_hours
+    last_table, ran = time.perf_counter(), 0
     with open(out / "headline.log", "a", encoding="utf-8") as log, tqdm(
-        total=len(jobs), desc="headline jobs", disable=not progress_bar, dynamic_ncols=True
+        total=len(jobs), initial=len(jobs) - len(pending), desc="headline jobs", disable=not progress_bar,
+        dynamic_ncols=True,
     ) as bar:
-        for job, error in _execute(jobs, out, budget, workers):
-            run_info["jobs_finished"] += error is None
+        for job, error in _execute(pending, out, budget, workers, deadline):
+            ran += 1
             if error is not None:
                 run_info["failed"].append({"job": str(job), "error": error.splitlines()[-1]})
             log.write(f"{time.strftime('%H:%M:%S')} {job} {'FAILED ' + error if error else 'done'}\n")
             log.flush()
             bar.update()
+            run_info["jobs_finished"] = sum(j.result_path(out).is_file() for j in jobs)
             if time.perf_counter() - last_table > _TABLE_REFRESH_SECONDS:
                 run_info["wall_seconds"] = time.perf_counter() - started
                 write_report(out, run_info, figures=False)
                 last_table = time.perf_counter()
     run_info["wall_seconds"] = time.perf_counter() - started
+    run_info["jobs_finished"] = sum(job.result_path(out).is_file() for job in jobs)
+    unfinished = len(jobs) - run_info["jobs_finished"]
+    run_info["stopped_at_budget"] = bool(deadline is not None and ran < len(pending))
+    append_chunk(out, {
+        "started": run_info["started"], "wall_seconds": round(run_info["wall_seconds"], 1),
+        "max_hours": max_hours, "workers": workers, "jobs_run": ran, "jobs_failed": len(run_info["failed"]),
+        "jobs_finished": run_info["jobs_finished"], "jobs_total": len(jobs), "jobs_left": unfinished,
+        "stopped": "max-hours" if run_info["stopped_at_budget"] else "all jobs tried",
+        "command": run_info["command"], "machine": run_info["machine"],
+    })
     return write_report(out, run_info, figures=True)
 
 
-def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int):
+def append_chunk(out: str | Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append one chunk's record (its wall time, jobs run and left) to ``out/chunks.jsonl``, the
+    committed log of how the run was computed; returns every record so far. Rewritten atomically."""
+    chunks = read_chunks(out)
+    chunks.append({"chunk": len(chunks) + 1, **record})
+    atomic_write_text(Path(out, CHUNK_LOG), "".join(json.dumps(c) + "\n" for c in chunks))
+    return chunks
+
+
+def read_chunks(out: str | Path) -> list[dict[str, Any]]:
+    """The records of :func:`append_chunk` (empty when the run predates the chunk log)."""
+    path = Path(out, CHUNK_LOG)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int, deadline: float | None = None):
     """Yield ``(job, None)`` for each job as it finishes, ``(job, traceback)`` if it failed;
-    a failed job never stops the others (a partial table beats none)."""
+    a failed job never stops the others (a partial table beats none). No job starts after
+    ``deadline`` (a ``time.perf_counter`` value); the running ones finish."""
+    def time_left() -> bool:
+        return deadline is None or time.perf_counter() < deadline
+
     if workers == 1:
         _init_worker()
         for job in jobs:
+            if not time_left():
+                return
             try:
                 run_job(job, out, budget)
                 yield job, None
@@ -167,11 +251,24 @@ def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int):
                 yield job, traceback.format_exc()
         return
     # spawn: fresh interpreters, so no torch thread pool or open env is inherited through fork.
+    # At most `workers` jobs in flight, so a deadline stops new starts without cancelling queued work.
+    queue = iter(jobs)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(run_job, job, out, budget): job for job in jobs}
-        for future in as_completed(futures):
-            error = future.exception()
-            yield futures[future], None if error is None else "".join(traceback.format_exception(error))
+        futures = {}
+        while len(futures) < workers and time_left():
+            job = next(queue, None)
+            if job is None:
+                break
+            futures[pool.submit(run_job, job, out, budget)] = job
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                job, error = futures.pop(future), future.exception()
+                yield job, None if error is None else "".join(traceback.format_exception(error))
+                if time_left():
+                    following = next(queue, None)
+                    if following is not None:
+                        futures[pool.submit(run_job, following, out, budget)] = following
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,8 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--total-timesteps", type=int, default=None, metavar="N",
                         help="training steps per agent on every chosen testbed (default: each testbed's own; "
                              "use a new --out, finished jobs are never retrained)")
+    parser.add_argument("--posterior", choices=list(POSTERIORS), default=None, metavar="POSTERIOR",
+                        help="posterior family and features for every testbed (default: each testbed's own, "
+                             f"linear-env); one of {', '.join(POSTERIORS)}; use a new --out per choice")
     parser.add_argument("--report-only", action="store_true",
                         help="only rebuild table.md, table.json and figures from the jobs finished in --out")
+    parser.add_argument("--max-hours", type=float, default=None, metavar="H",
+                        help="start no job after H hours (running jobs finish): run in chunks, rerunning the same "
+                             "command to continue; each chunk's wall time goes to chunks.jsonl in --out. "
+                             f"Exit status {EXIT_STOPPED_AT_BUDGET} when jobs are left")
+    parser.add_argument("--update-readme", nargs="?", const="README.md", default=None, metavar="README",
+                        help="rewrite the README's results block (between <!-- results:headline:start --> and "
+                             "<!-- results:headline:end -->) from the report (default README.md)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -210,14 +317,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = json.loads(previous.read_text()) if previous.is_file() else {}
         keep = ("command", "machine", "tiny", "seeds", "testbeds", "agents", "total_timesteps", "started", "jobs_total",
                 "jobs_finished", "failed", "wall_seconds")
-        report = write_report(args.out, {k: info.get(k) for k in keep} | {"command": info.get("command", command)})
+        finished = len(list(Path(args.out, "runs").glob("*/seed*/posterior.json")))
+        finished += len(list(Path(args.out, "runs").glob("*/seed*/*/result.json")))
+        report = write_report(args.out, {k: info.get(k) for k in keep}
+                              | {"command": info.get("command", command), "jobs_finished": finished})
     else:
         report = run_headline(args.out, args.seeds, args.testbeds, args.agents, args.tiny, args.workers,
                               progress_bar=not args.no_progress, command=command,
-                              total_timesteps=args.total_timesteps)
+                              total_timesteps=args.total_timesteps, max_hours=args.max_hours,
+                              posterior=args.posterior)
     print(markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, table.json and {len(report['figures'])} figures")
-    return 1 if report.get("failed") else 0
+    if args.update_readme:
+        changed = update_readme(args.update_readme, "headline", readme_block(report, args.out))
+        print(f"{'updated' if changed else 'unchanged'}: the results block of {args.update_readme}")
+    if report.get("failed"):
+        return 1
+    if report.get("stopped_at_budget"):
+        left = report["jobs_total"] - report["jobs_finished"]
+        print(f"stopped at --max-hours {args.max_hours}: {left} job(s) left; rerun the same command to continue")
+        return EXIT_STOPPED_AT_BUDGET
+    return 0
 
 
 if __name__ == "__main__":

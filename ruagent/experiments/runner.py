@@ -12,9 +12,13 @@ finished job and a rerun skips them:
 <out>/runs/<testbed>/seed<k>/<agent>/result.json   per-episode scores and the goodhart curve
 ```
 
-A posterior is a deterministic function of (testbed, seed), so agent jobs rebuild it
-rather than wait for the posterior job (for the linear family that costs a fraction of a
-second). Evaluation episodes use seeds disjoint from training (``EVAL_SEED_OFFSET``).
+A posterior is a deterministic function of (testbed, seed, posterior choice); agent jobs load
+the posterior job's ``reward_model.pt`` and run that job first where it has not run (an
+ensemble's fit takes minutes, so it is fitted once). A KL-PPO job likewise runs its reference
+job first where needed and reads its ``model.zip``. The posterior choice (``Job.posterior``, a
+key of :data:`ruagent.experiments.testbeds.POSTERIORS`) is recorded in every result; one output
+folder holds one choice, and a job refuses to reuse a result of another. Evaluation episodes use
+seeds disjoint from training (``EVAL_SEED_OFFSET``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from ruagent.experiments.agents import AGENTS, build_agent, make_training_env
-from ruagent.experiments.testbeds import TESTBEDS, TestbedSpec, build_posterior, make_env
+from ruagent.experiments.agents import AGENTS, build_agent, make_training_env, reference_agent
+from ruagent.experiments.testbeds import (
+    TESTBEDS,
+    TestbedSpec,
+    build_posterior,
+    load_hyperparams,
+    make_env,
+    resolve_posterior,
+)
 from ruagent.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["EVAL_SEED_OFFSET", "Budget", "Job", "run_job"]
@@ -55,9 +66,16 @@ class Budget:
             return self.total_timesteps
         return testbed.tiny_timesteps if self.tiny else testbed.total_timesteps
 
-    def hyperparams(self, testbed: TestbedSpec) -> dict[str, Any]:
+    def hyperparams(self, testbed: TestbedSpec, algo: str = "ppo") -> dict[str, Any]:
+        """The committed PPO settings of ``testbed``, plus ``algo``'s extras (riskppo.yaml, klppo.yaml)."""
+        params = testbed.hyperparams
+        if algo == "klppo":
+            extras = load_hyperparams("klppo", testbed.name)
+            params.update(kl_coef=extras["kl_coef"], init_from_reference=extras.get("init_from_reference", False))
+        elif algo != "ppo":
+            params.update(load_hyperparams(algo, testbed.name))
         # Tiny runs still do two full PPO updates: rollouts of 8 envs x 32 steps.
-        return {**testbed.hyperparams, "n_steps": 32, "batch_size": 64} if self.tiny else dict(testbed.hyperparams)
+        return {**params, "n_steps": 32, "batch_size": 64} if self.tiny else params
 
     def eval_episodes(self, testbed: TestbedSpec) -> int:
         return 2 if self.tiny else testbed.eval_episodes
@@ -75,11 +93,15 @@ class Budget:
 
 @dataclass(frozen=True)
 class Job:
-    """``agent=None``: the posterior job of (testbed, seed); else train and score that agent."""
+    """``agent=None``: the posterior job of (testbed, seed); else train and score that agent.
+
+    ``posterior``: a key of :data:`ruagent.experiments.testbeds.POSTERIORS` (None: the testbed's default).
+    """
 
     testbed: str
     seed: int
     agent: str | None = None
+    posterior: str | None = None
 
     def folder(self, out: Path) -> Path:
         seed_folder = Path(out) / "runs" / self.testbed / f"seed{self.seed}"
@@ -96,19 +118,29 @@ def run_job(job: Job, out: str | Path, budget: Budget) -> Path:
     """Run ``job`` (unless its result exists) and return the path of its result JSON."""
     out = Path(out)
     path = job.result_path(out)
+    testbed = TESTBEDS[job.testbed]
+    posterior = resolve_posterior(testbed, job.posterior)
     if path.is_file():
+        found = json.loads(path.read_text()).get("posterior", testbed.posterior)
+        if found != posterior:
+            raise ValueError(f"{path} holds a result with posterior {found!r}, not {posterior!r}: one output folder "
+                             "holds one posterior choice; pass a new --out for this one")
         return path
     import torch
 
     torch.set_num_threads(1)  # small MLPs: one thread each, jobs in parallel (rl-zoo3 does the same)
-    testbed = TESTBEDS[job.testbed]
     started = time.perf_counter()
-    reward_model, labels = build_posterior(testbed, job.seed, budget.label_budget(testbed))
     if job.agent is None:
+        reward_model, labels = build_posterior(testbed, job.seed, budget.label_budget(testbed), posterior)
         result = _posterior_result(testbed, job, reward_model, labels, budget, out)
     else:
-        result = _agent_result(testbed, job, reward_model, budget, out)
-    result.update(schema=RESULT_SCHEMA, testbed=job.testbed, seed=job.seed, agent=job.agent,
+        reward_model = load_posterior(testbed, job, out, budget)
+        ref_policy = None
+        if AGENTS[job.agent].algo == "klppo":
+            ref_job = Job(job.testbed, job.seed, reference_agent(testbed), job.posterior)
+            ref_policy = run_job(ref_job, out, budget).parent / "model.zip"
+        result = _agent_result(testbed, job, reward_model, budget, out, ref_policy)
+    result.update(schema=RESULT_SCHEMA, testbed=job.testbed, seed=job.seed, agent=job.agent, posterior=posterior,
                   wall_seconds=time.perf_counter() - started)
     atomic_write_text(path, json.dumps(result, indent=1))
     return path
@@ -135,13 +167,28 @@ def _posterior_result(testbed: TestbedSpec, job: Job, reward_model: Any, labels:
     return {"n_labels": len(labels), "n_members": reward_model.n_members, "ood": ood}
 
 
+def load_posterior(testbed: TestbedSpec, job: Job, out: Path, budget: Budget) -> Any:
+    """The posterior job's saved posterior for ``job`` (running that job first if it has not run)."""
+    import ruagent
+
+    posterior_job = Job(job.testbed, job.seed, None, job.posterior)
+    folder = run_job(posterior_job, out, budget).parent
+    env = make_env(testbed, testbed.label_kwargs)
+    try:
+        return ruagent.load_reward_model(folder / "reward_model.pt", env=env)
+    finally:
+        env.close()
+
+
 # ---------------------------------------------------------------------------- agent job
-def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Budget, out: Path) -> dict[str, Any]:
+def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Budget, out: Path,
+                  ref_policy: Path | None = None) -> dict[str, Any]:
     from ruagent.callbacks import GoodhartEvalCallback
 
     agent = AGENTS[job.agent]
     venv = make_training_env(testbed, agent, reward_model, job.seed)
-    model = build_agent(agent, venv, budget.hyperparams(testbed), job.seed)
+    hyperparams = budget.hyperparams(testbed, agent.algo)
+    model = build_agent(agent, venv, hyperparams, job.seed, ref_policy=ref_policy)
     total = budget.timesteps(testbed)
     curve_env = make_env(testbed, testbed.deploy_kwargs)
     curve = GoodhartEvalCallback(
@@ -160,7 +207,7 @@ def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Bud
     venv.close()
     return {
         "timesteps": int(model.num_timesteps),
-        "hyperparams": budget.hyperparams(testbed),
+        "hyperparams": hyperparams,
         "curve": [{"step": step, "true_return": true, "proxy_return": proxy}
                   for step, true, proxy in curve.evaluations],
         "evaluation": evaluation,
@@ -189,5 +236,14 @@ def _score(testbed: TestbedSpec, variant_kwargs: dict[str, Any], model: Any, rew
     }
     if episodes.optimal_returns is not None:
         per_episode["optimal_return"] = episodes.optimal_returns
+    if testbed.posterior == "two_hypothesis":
+        # The posterior's members are the hypotheses: the return under each, beside the episode length
+        # and the share of steps right of centre (side_effect_steps in the test variant).
+        right = np.asarray(episodes.next_obs)[:, 0] > 0  # the cart position x of the state entered
+        per_episode["right_of_centre"] = np.bincount(episodes.episode_ids, weights=right.astype(np.float64),
+                                                     minlength=episodes.n_episodes) / lengths
+        for k, rewards in enumerate(episodes.member_rewards):
+            per_episode[f"return_hypothesis{k}"] = np.bincount(episodes.episode_ids, weights=rewards,
+                                                               minlength=episodes.n_episodes)
     assert all(len(values) == n_episodes for values in per_episode.values())
     return {name: [float(v) for v in values] for name, values in per_episode.items()}

@@ -80,3 +80,43 @@ def test_observation_shows_the_lava_ahead():
     assert window[2, 2].argmax() == 0  # the agent stands on floor
     assert window[2, 4].argmax() == 2 and window[3, 4].argmax() == 2  # lava two columns right, rows 1-2
     np.testing.assert_allclose(obs[-2:], [0, 6 / 9])  # goal: same row, six columns right
+
+
+@pytest.mark.parametrize("observation", ["egocentric", "board"])
+def test_reward_is_the_features_of_the_cell_entered_under_both_observations(observation):
+    env = DistributionalShift("test1", observation=observation)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        next_obs, reward, terminated, truncated, _ = env.step(int(rng.integers(4)))
+        assert env.observation_space.contains(next_obs)
+        features = env.reward_features(obs[None], None, next_obs[None])[0]
+        assert features.sum() == 1 and features @ env.TRUE_REWARD_WEIGHTS == reward
+        obs = env.reset()[0] if terminated or truncated else next_obs
+
+
+def test_board_observation_is_the_whole_map_and_the_agents_cell():
+    env = DistributionalShift("train", observation="board")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (7 * 9 * 5,) == env.observation_space.shape
+    board, position = obs[: 7 * 9 * 4].reshape(7, 9, 4), obs[7 * 9 * 4 :].reshape(7, 9)
+    np.testing.assert_array_equal(board.argmax(-1), env.terrain)
+    assert position.sum() == 1 and tuple(np.argwhere(position)[0]) == env.start
+    test1 = DistributionalShift("test1", observation="board").reset(seed=0)[0]
+    assert not np.array_equal(obs, test1)  # the moved lava is in view wherever the agent is
+    with pytest.raises(ValueError, match="egocentric' or 'board"):
+        DistributionalShift("train", observation="pixels")
+
+
+def test_safe_actions_never_enter_lava():
+    env = DistributionalShift("test1")
+    env.reset(seed=0)
+    assert list(env.safe_actions()) == [0, 1, 2, 3]  # from the start no move enters lava
+    env.step(1)  # right to (1, 2): lava to its right at (1, 3)
+    assert list(env.safe_actions()) == [0, 2, 3]
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        _, _, terminated, truncated, info = env.step(int(rng.choice(env.safe_actions())))
+        assert not info["side_effect"]
+        if terminated or truncated:
+            env.reset()
