@@ -19,6 +19,7 @@ _LAZY = {
     "TwoHypothesisCartPole": "two_hypothesis_cartpole",
     "TwoHypothesisCartPolePosterior": "two_hypothesis_cartpole",
     "PointNavigation": "navigation",
+    "SpeedLimitCheetah": "speed_limit_cheetah",  # needs the mujoco extra
     "GridWorldEnv": "grid_env",
     "GridSolution": "gridworld",
     "value_iteration": "gridworld",

@@ -7,14 +7,14 @@ tools (rl-zoo) that can name an id but not pass kwargs.
 
 The grid testbeds and PointNavigation enforce their own step caps (the gridworld solver
 plans for them), so they register no ``max_episode_steps``; TwoHypothesisCartPole gets
-CartPole-v1's 500-step TimeLimit.
+CartPole-v1's 500-step TimeLimit and SpeedLimitCheetah HalfCheetah-v5's 1,000 steps.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "EXTRAS", "register_envs"]
 
 _PACKAGE = "ruagent.envs"
 
@@ -24,7 +24,12 @@ _TESTBEDS: dict[str, tuple[str, tuple[str, ...], int | None]] = {
     "DistributionalShift": (f"{_PACKAGE}.distributional_shift:DistributionalShift", ("train", "test1", "test2"), None),
     "TwoHypothesisCartPole": (f"{_PACKAGE}.two_hypothesis_cartpole:TwoHypothesisCartPole", ("train", "test"), 500),
     "PointNavigation": (f"{_PACKAGE}.navigation:PointNavigation", ("train", "test"), None),
+    "SpeedLimitCheetah": (f"{_PACKAGE}.speed_limit_cheetah:SpeedLimitCheetah", ("train", "test"), 1000),
 }
+
+#: testbed name -> the optional extra it needs (``pip install 'ruagent[<extra>]'``); its ids are
+#: registered regardless, and making one without the extra raises DependencyNotInstalled naming it.
+EXTRAS: dict[str, str] = {"SpeedLimitCheetah": "mujoco"}
 
 
 def _env_ids() -> dict[str, tuple[str, dict, int | None]]:

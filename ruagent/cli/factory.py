@@ -126,14 +126,45 @@ def make_env(config: dict[str, Any], variant_kwargs: dict[str, Any], **make_kwar
 
 
 def labelling_render_mode(config: dict[str, Any], variant_kwargs: dict[str, Any]) -> str | None:
-    """How to show segments to a human labeller: ``"ansi"`` where the env has it (gridworlds),
-    else ``"rgb_array"`` (side-by-side PNGs), else None (raw arrays); None for other labellers."""
-    if config["labels"]["kind"] != "preferences" or config["labels"]["labeller"] != "human":
+    """How to show segments to a person: in the terminal (``human``) ``"ansi"`` where the env has it
+    (gridworlds), else ``"rgb_array"`` (side-by-side PNGs), else None (raw arrays); on the web page
+    ``"rgb_array"`` (animations), or a ConfigError if the env has none; None for the synthetic labeller."""
+    labeller = config["labels"]["labeller"]
+    if config["labels"]["kind"] != "preferences" or labeller not in ("human", "web"):
         return None
     env = make_env(config, variant_kwargs)
     modes = env.metadata.get("render_modes", [])
     env.close()
+    if labeller == "web":
+        if "rgb_array" not in modes:
+            raise ConfigError(f"labels.labeller=web shows rgb_array frames, and {config['env']['id']} renders only "
+                              f"{modes or 'nothing'}; use labels.labeller=human (the terminal) or another env")
+        return "rgb_array"
     return next((mode for mode in ("ansi", "rgb_array") if mode in modes), None)
+
+
+def _check_web_labeller(config: dict[str, Any]) -> None:
+    """``labels.labeller=web``: the web extra is installed and the labelling envs render rgb_array frames."""
+    if config["labels"]["kind"] != "preferences" or config["labels"]["labeller"] != "web":
+        return
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "PIL") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"labels.labeller=web needs the web extra ({', '.join(missing)} missing): "
+                          "pip install \"ruagent[web]\" (or pip install -e \".[web]\" in a checkout)")
+    labelling_render_mode(config, config["env"]["label_kwargs"])  # raises if there are no rgb_array frames
+
+
+def make_web_labeller(config: dict[str, Any]) -> Any:
+    """The run's browser labeller (one server for the labels before and during training), or None when
+    ``labels.labeller`` is not ``web``. Its progress shows the whole ``labels.budget``."""
+    labels = config["labels"]
+    if labels["kind"] != "preferences" or labels["labeller"] != "web":
+        return None
+    from ruagent.preferences.web import WebLabeller
+
+    return WebLabeller(host=labels["web_host"], port=labels["web_port"], budget=labels["budget"])
 
 
 def make_deploy_vec_env(
@@ -260,6 +291,8 @@ def check_buildable(config: dict[str, Any]) -> None:
         except TypeError as exc:
             raise ConfigError(f"env.{variant_key}={config['env'][variant_key]!r} is not accepted by {env_id}: "
                               f"{exc}") from exc
+        except gym.error.DependencyNotInstalled as exc:  # a testbed of an optional extra (SpeedLimitCheetah: mujoco)
+            raise ConfigError(f"env.id={env_id!r}: {exc}") from None
         action_space = env.action_space
         if rm["features"] == "env":
             try:
@@ -270,6 +303,7 @@ def check_buildable(config: dict[str, Any]) -> None:
                     "use reward_model.features=transition (the featurised transition) or the env's preset"
                 ) from None
         env.close()
+    _check_web_labeller(config)
     specs = agent_specs(config)
     for spec in specs:
         if spec.algo in _DISCRETE_ONLY and not isinstance(action_space, spaces.Discrete):
