@@ -15,7 +15,7 @@ K=100 / K=10 says how close the step is to pure arithmetic (10 would be all of i
     python bench/k_scaling.py             # about 10 minutes on 2 busy cores
     python bench/k_scaling.py --quick     # smoke run (the bench test runs this)
 
-Writes ``bench/results/k_scaling.json`` (``--out`` to change); the last stdout line is that JSON.
+Writes ``results/bench/k_scaling.json`` (``--out`` to change); the last stdout line is that JSON.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from wrapper import N_ENVS, env_steps_per_second, fitted_ensemble, interleaved, 
 from ruagent.agents import RiskPPO
 from ruagent.io import atomic_write_text
 
-RESULTS = Path(__file__).resolve().parent / "results" / "k_scaling.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "k_scaling.json"
 MODES = ("mean", "cvar")
 
 

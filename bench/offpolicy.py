@@ -17,7 +17,7 @@ of this process; the ratios are of those medians (per-repeat ratios are in the J
     python bench/offpolicy.py [--members 10] [--repeats 3] [--sac-steps 1500] [--dqn-steps 6000] [--chunks 6]
 
 Prints a table, then the results as JSON on the last line (keys ``risksac_vs_sac`` and
-``riskdqn_vs_dqn``, wall-clock ratios, and their ``_cpu`` twins); writes bench/results/offpolicy.json.
+``riskdqn_vs_dqn``, wall-clock ratios, and their ``_cpu`` twins); writes results/bench/offpolicy.json.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ruagent.io import atomic_write
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.wrappers import VecRewardUncertaintyWrapper
 
-RESULTS = Path(__file__).resolve().parent / "results" / "offpolicy.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "offpolicy.json"
 #: name -> (env id, SB3 algorithm, risk agent)
 PAIRS = {"sac": ("Pendulum-v1", SAC, RiskSAC), "dqn": ("CartPole-v1", DQN, RiskDQN)}
 

@@ -25,7 +25,7 @@ its default reward net (BasicRewardNet, hidden (32, 32)); so ``--hidden`` defaul
 Our ensemble's own default is (64, 64): run ``--hidden 64 64`` for it.
 Every figure is the median of ``--repeats`` runs, as wall-clock rates and (``per_cpu_second``)
 rates per second of this process's CPU time, which is what a shared machine still measures
-fairly. Writes ``bench/results/preferences.json``; the last stdout line is that JSON.
+fairly. Writes ``results/bench/preferences.json``; the last stdout line is that JSON.
 
     python bench/preferences.py [--repeats 3] [--epochs 5] [--hidden 32 32] [--threads 2] [--batch-size 64]
 """
@@ -52,7 +52,7 @@ from ruagent.preferences.segments import SegmentPairs, Segments, candidate_pairs
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.reward_models.training import train_members
 
-RESULTS = Path(__file__).resolve().parent / "results" / "preferences.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "preferences.json"
 #: process CPU seconds of the last median_time call's median run (the machine is shared, so
 #: wall time includes waiting for a core; CPU time is what the work itself took)
 LAST_CPU_SECONDS = [0.0]

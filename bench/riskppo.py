@@ -10,7 +10,7 @@ too: on a shared machine it is the steadier figure, as other processes inflate w
 
     python bench/riskppo.py [--members 10] [--repeats 3] [--n-envs 8] [--n-steps 256] [--rollouts 4]
 
-Prints a table, then the results as JSON on the last line; writes bench/results/riskppo.json.
+Prints a table, then the results as JSON on the last line; writes results/bench/riskppo.json.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ruagent.io import atomic_write
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.wrappers import VecRewardUncertaintyWrapper
 
-RESULTS = Path(__file__).resolve().parent / "results" / "riskppo.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "riskppo.json"
 
 
 def wrapped_env(n_envs: int, members: int, seed: int) -> VecRewardUncertaintyWrapper:

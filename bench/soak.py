@@ -15,7 +15,7 @@ Memory is the process's resident set size (``VmRSS`` of /proc/self/status), samp
 ``--samples`` times. "Start" is taken after a warm-up of ``--warmup`` env steps (allocator
 pools, numpy/torch caches and Python's own free lists fill up in the first steps; growth
 after that is what a leak looks like). The run passes if the end RSS is within 5 % of the
-start RSS. Prints a table, writes ``bench/results/soak.json``; the last stdout line is that
+start RSS. Prints a table, writes ``results/bench/soak.json``; the last stdout line is that
 JSON.
 
     python bench/soak.py                    # 1,000,000 env steps (about a minute per 100k on 2 busy cores)
@@ -45,7 +45,7 @@ from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.wrappers import VecRewardUncertaintyWrapper
 
 ENV_ID = "CartPole-v1"
-RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "soak.json"
 TOLERANCE = 0.05
 
 

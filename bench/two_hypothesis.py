@@ -8,7 +8,7 @@ reports the fraction of steps left of centre, with a 95 % Student-t interval ove
 
     python bench/two_hypothesis.py [--seeds 5] [--steps 50000] [--episodes 5]
 
-Prints a table, then the results as JSON on the last line; writes bench/results/two_hypothesis.json.
+Prints a table, then the results as JSON on the last line; writes results/bench/two_hypothesis.json.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ruagent.io import atomic_write
 from ruagent.wrappers import RewardUncertaintyWrapper
 
 ENV_ID = "ruagent/TwoHypothesisCartPole-v0"
-RESULTS = Path(__file__).resolve().parent / "results" / "two_hypothesis.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "two_hypothesis.json"
 RISKS = {"mean": ("mean", {}), "cvar(0.05)": ("cvar", {"alpha": 0.05})}
 # rl-zoo's PPO hyperparameters for CartPole-v1 (linear learning-rate and clip schedules).
 PPO_KWARGS = {

@@ -12,7 +12,7 @@ Measures, in one run and interleaved (so both arms share the machine's load):
 Each figure is the median of ``--repeats`` runs; each ratio is the median of the per-repeat
 ratios (paired runs). Rates are taken on two clocks: process CPU time (the headline; robust
 on a shared machine, and equal to wall time on an idle one since torch runs on one thread
-here) and wall time. Prints a table and writes ``bench/results/wrapper.json``; the last
+here) and wall time. Prints a table and writes ``results/bench/wrapper.json``; the last
 stdout line is that JSON. ``--profile`` adds a cProfile of the wrapper's step.
 
     python bench/wrapper.py              # a few minutes on 2 busy CPU cores
@@ -47,7 +47,7 @@ from ruagent.wrappers import VecRewardUncertaintyWrapper
 
 ENV_ID = "CartPole-v1"
 N_ENVS = 8
-RESULTS = Path(__file__).resolve().parent / "results" / "wrapper.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench" / "wrapper.json"
 
 
 def fitted_ensemble(n_members: int, n_labels: int, epochs: int, seed: int) -> EnsembleRewardModel:

@@ -36,9 +36,13 @@ def test_readme_names_the_two_commands_that_ci_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert 'pip install -e ".[dev]" && python train.py' in readme
-    assert 'pip install -e ".[dev,ray]" && python -m pytest' in readme
-    assert 'pip install --quiet -e ".[dev,ray]"' in ci
+    assert 'pip install -e ".[dev,ray,web,mujoco]" && python -m pytest' in readme
+    assert 'pip install --quiet -e ".[dev,ray,web,mujoco]"' in ci
     assert ci.rstrip().endswith("python -m pytest")
+    # the browser tests run in CI: Chromium installed if missing, and a missing browser fails instead of skipping
+    assert "apt-get install" in ci and "chromium chromium-driver" in ci and "RUAGENT_REQUIRE_BROWSER=1" in ci
+    # the MuJoCo tests render headless through Mesa's EGL: its Debian libraries installed if missing
+    assert 'EGL_PACKAGES="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri"' in ci
 
 
 # ---------------------------------------------------------------------------- Quick start
@@ -66,7 +70,7 @@ def test_quick_start_commands_run_as_written(tmp_path):
     """Every command of the README's Quick start, in order, with small budgets added through --set;
     ``<name>`` placeholders become the runs the earlier commands made, ``tensorboard`` is parsed only."""
     commands = _quick_start_commands()
-    assert [c[:2] for c in commands] == [["python", "train.py"]] * 6 + [["python", "evaluate.py"], ["tensorboard",
+    assert [c[:2] for c in commands] == [["python", "train.py"]] * 7 + [["python", "evaluate.py"], ["tensorboard",
                                                                                                    "--logdir"]]
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     runs = tmp_path / "runs"
@@ -82,7 +86,7 @@ def test_quick_start_commands_run_as_written(tmp_path):
         (name,) = {p.name for p in runs.iterdir()} - before
         return f"runs/{name}"
 
-    help_, preset, overrides, fit_reward, agent, resume, evaluate, tensorboard = commands
+    help_, preset, overrides, fit_reward, agent, web, resume, evaluate, tensorboard = commands
     assert all(option in run(help_).stdout for option in ("--config", "--set", "--resume", "--reward-model"))
     result = run(_small(preset))
     assert "note: distributional_shift is an untuned" in result.stderr and "true return" in result.stdout
@@ -96,6 +100,7 @@ def test_quick_start_commands_run_as_written(tmp_path):
     result = run(_small(agent))
     assert "notice: env from runs/cp/config.yaml" in result.stderr and "a2c for" in result.stderr
     assert "CartPole-v1" in new_run(before)
+    _run_web_labelling(web, tmp_path, env)
     assert resume[2:] == ["--resume", "runs/<name>"]
     result = run([*resume[:3], lava])  # the run with evaluation off: resuming a finished run redoes nothing
     assert "done already" in result.stderr
@@ -109,6 +114,33 @@ def test_quick_start_commands_run_as_written(tmp_path):
     board = program.TensorBoard()
     board.configure(argv=[None, *tensorboard[1:2], f"{lava}/tensorboard"])
     assert board.flags.logdir == f"{lava}/tensorboard"
+
+
+def _run_web_labelling(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """The `--labeller web` command blocks on a person: a scripted client answers its page over HTTP
+    (tests/preferences/test_web.py drives the real page in headless Chromium)."""
+    import importlib.util
+
+    from .preferences.web_client import answer_until_exit, wait_for_url
+
+    assert command[2:] == ["--labels", "preferences", "--labeller", "web", "--budget", "30", "--initial-fraction",
+                           "0.5"]
+    if importlib.util.find_spec("fastapi") is None and os.environ.get("RUAGENT_REQUIRE_BROWSER") != "1":
+        return  # the web extra is not installed here (CI installs it and sets RUAGENT_REQUIRE_BROWSER=1)
+    small = _small(command, **{"labels.segment_length": "5", "baselines": "[]", "eval.enabled": "false"})
+    stderr = cwd / "web.err"
+    with stderr.open("w") as err:
+        process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *small[2:]], cwd=cwd, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        answered = answer_until_exit(wait_for_url(stderr, process), process)
+        assert process.wait(timeout=60) == 0, stderr.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = stderr.read_text()
+    assert "fitted on 15 preference labels" in log and f"refitted on {answered} preference labels" in log, log
+    assert answered > 15  # some were asked while the agent trained
 
 
 def test_set_up_commands_match_ci_and_the_default_run_is_tested():
