@@ -4,7 +4,10 @@ TwoHypothesisCartPole (Javed et al., ICML 2021, Sec. 5.1): hypotheses with proba
 0.95 / 0.05 pay +2 / −2 a step right of centre and +1 / +1 left. A mean agent should balance
 right, a CVaR(α = 0.05) agent left. For each seed and risk measure this trains RiskPPO with
 rl-zoo's CartPole PPO settings, then runs the deterministic policy for whole episodes and
-reports the fraction of steps left of centre, with a 95 % Student-t interval over seeds.
+reports the fraction of steps left of centre: the mean over seeds with a 95 % Wilson interval
+over seeds (``ruagent.experiments.stats.rate_interval``: it stays inside [0, 1], where a Student-t
+interval on a fraction did not), and the episode length beside it (an agent that falls over at
+once "stays left" too).
 
     python bench/two_hypothesis.py [--seeds 5] [--steps 50000] [--episodes 5]
 
@@ -20,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from stable_baselines3.common.env_util import make_vec_env
 from tqdm import tqdm
 
 import ruagent  # noqa: F401  (registers the env ids)
 from ruagent.agents import RiskPPO
 from ruagent.envs.two_hypothesis_cartpole import TwoHypothesisCartPolePosterior, time_left_of_centre
+from ruagent.experiments.stats import rate_interval
 from ruagent.io import atomic_write
 from ruagent.wrappers import RewardUncertaintyWrapper
 
@@ -56,16 +59,6 @@ def train(risk: str, seed: int, steps: int) -> RiskPPO:
     return model.learn(steps)
 
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval over seeds."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -86,9 +79,15 @@ def main() -> None:
     print(f"TwoHypothesisCartPole, {args.seeds} seeds x {args.steps} steps, {args.episodes} eval episodes each")
     summary = {}
     for risk, rows in per_seed.items():
-        mean, low, high = interval([row["left_fraction"] for row in rows])
+        left = rate_interval([row["left_fraction"] for row in rows])
+        mean, low, high = left.estimate, left.low, left.high
         lengths = [row["mean_episode_length"] for row in rows]
-        summary[risk] = {"left_fraction_mean": mean, "left_fraction_ci95": [low, high], "per_seed": rows}
+        summary[risk] = {
+            "left_fraction_mean": mean,
+            "left_fraction_wilson95": [low, high],
+            "episode_length_mean": float(np.mean(lengths)),
+            "per_seed": rows,
+        }
         fractions = ", ".join(f"{row['left_fraction']:.2f}" for row in rows)
         print(
             f"  {risk:11s} left of centre {mean:.2f} [{low:.2f}, {high:.2f}]  seeds: {fractions}  "
@@ -101,8 +100,8 @@ def main() -> None:
         "episodes": args.episodes,
         "cvar_left_fraction": summary["cvar(0.05)"]["left_fraction_mean"],
         "mean_left_fraction": summary["mean"]["left_fraction_mean"],
-        "cvar_mostly_left": summary["cvar(0.05)"]["left_fraction_ci95"][0] > 0.5,
-        "mean_mostly_right": summary["mean"]["left_fraction_ci95"][1] < 0.5,
+        "cvar_mostly_left": bool(summary["cvar(0.05)"]["left_fraction_wilson95"][0] > 0.5),
+        "mean_mostly_right": bool(summary["mean"]["left_fraction_wilson95"][1] < 0.5),
         "risks": summary,
         "wall_s": time.perf_counter() - start,
     }

@@ -1,4 +1,4 @@
-"""Small helpers shared by the CLI and reliability tests."""
+"""Small helpers shared by the CLI, reliability and agent tests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 
 def call_main(main: Callable[[list[str]], int], *args: str) -> tuple[int, str, str]:
@@ -48,3 +49,20 @@ def assert_same_parameters(a: dict, b: dict, atol: float = 0.0) -> None:
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0.0, atol=atol, msg=f"parameter {name} differs")
+
+
+class RolloutSpy(BaseCallback):
+    """Copies the named rollout-buffer arrays (those the buffer has) and the logger's values at every rollout end."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self.keys = keys
+        self.rollouts: list[dict[str, Any]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self.model.rollout_buffer
+        rollout = {key: getattr(buffer, key).copy() for key in self.keys if hasattr(buffer, key)}
+        self.rollouts.append({**rollout, "logged": dict(self.model.logger.name_to_value)})

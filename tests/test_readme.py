@@ -153,3 +153,17 @@ def test_set_up_commands_match_ci_and_the_default_run_is_tested():
     tests = (ROOT / "tests/cli/test_train_cli.py").read_text(encoding="utf-8")
     assert "def test_tiny_default_run_writes_the_run_folder_and_prints_its_table" in tests
     assert "def test_full_default_run_avoids_lava_where_the_mean_agent_does_not" in tests
+
+
+def test_every_benchmark_row_names_a_committed_result_file_or_says_it_has_none():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
+    assert len(rows) >= 8
+    for row in rows:
+        last = row.rstrip(" |").rsplit("|", 1)[1]
+        files = re.findall(r"\]\(([^)]+)\)", last)
+        assert files or "none yet" in last, f"benchmark row names no result file: {row[:80]}"
+        for name in files:
+            assert (ROOT / name).is_file(), f"{name} (named in README Benchmarks) is not in the repository"
+

@@ -11,14 +11,13 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from ruagent.agents import KLPPO
 from ruagent.agents.kl_ppo.kl_ppo import DictKLRolloutBuffer, KLRolloutBuffer
 from ruagent.wrappers import VecRewardUncertaintyWrapper
-from tests.helpers import assert_same_parameters, parameters
+from tests.helpers import RolloutSpy, assert_same_parameters, parameters
 
 SMALL = {"n_steps": 64, "batch_size": 32, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}, "device": "cpu"}
 ENVS = ["CartPole-v1", "Pendulum-v1"]  # Discrete and Box actions
@@ -32,20 +31,8 @@ def reference(env_id: str, seed: int = 7, steps: int = 0) -> PPO:
     return model
 
 
-class BufferSpy(BaseCallback):
-    """Copies the rollout buffer at the end of every rollout."""
-
-    def __init__(self):
-        super().__init__()
-        self.rollouts: list[dict] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
-        keys = ("observations", "actions", "rewards", "log_probs", "log_ratios")
-        self.rollouts.append({key: getattr(buffer, key).copy() for key in keys if hasattr(buffer, key)})
+def buffer_spy() -> RolloutSpy:
+    return RolloutSpy(("observations", "actions", "rewards", "log_probs", "log_ratios"))
 
 
 @pytest.mark.parametrize("env_id", ENVS)
@@ -54,7 +41,7 @@ def test_learn_predict_evaluate_with_callbacks_and_the_kl_log(env_id, n_envs):
     env = make_vec_env(env_id, n_envs=n_envs, seed=0)
     model = KLPPO("MlpPolicy", env, ref_policy=reference(env_id), kl_coef=0.1, seed=0, **SMALL)
     assert isinstance(model.rollout_buffer, KLRolloutBuffer)
-    spy = BufferSpy()
+    spy = buffer_spy()
     model.learn(2 * SMALL["n_steps"] * n_envs, callback=spy, log_interval=10**6)
     assert len(spy.rollouts) == 2 and spy.rollouts[0]["log_ratios"].shape == (SMALL["n_steps"], n_envs)
     logged = model.logger.name_to_value
@@ -87,10 +74,10 @@ def test_stored_reward_is_the_env_reward_minus_beta_times_the_reference_log_rati
     ref = reference(env_id, steps=SMALL["n_steps"])
     env = make_vec_env(env_id, n_envs=1, seed=1)
     model = KLPPO("MlpPolicy", env, ref_policy=ref, kl_coef=beta, seed=1, **SMALL)
-    spy = BufferSpy()
+    spy = buffer_spy()
     model.learn(SMALL["n_steps"], callback=spy)
     plain = PPO("MlpPolicy", make_vec_env(env_id, n_envs=1, seed=1), seed=1, **SMALL)
-    plain_spy = BufferSpy()
+    plain_spy = buffer_spy()
     plain.learn(SMALL["n_steps"], callback=plain_spy)  # same seed, same first rollout: the unpenalised rewards
     rollout, raw = spy.rollouts[0], plain_spy.rollouts[0]
     np.testing.assert_array_equal(rollout["observations"], raw["observations"])
@@ -111,7 +98,7 @@ def test_starting_at_the_reference_pays_no_penalty_in_the_first_rollout():
     model = KLPPO("MlpPolicy", make_vec_env("CartPole-v1", seed=0), ref_policy=ref, kl_coef=1.0,
                   init_from_reference=True, seed=0, **SMALL)
     assert_same_parameters(parameters(model), parameters(ref))
-    spy = BufferSpy()
+    spy = buffer_spy()
     model.learn(SMALL["n_steps"], callback=spy)
     np.testing.assert_allclose(spy.rollouts[0]["log_ratios"], 0.0, atol=1e-6)
     np.testing.assert_allclose(spy.rollouts[0]["rewards"], 1.0, atol=1e-6)
@@ -200,7 +187,7 @@ def test_trains_through_the_posterior_wrapper(linear_members):
     venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
     env = VecRewardUncertaintyWrapper(venv, linear_members(n_members=3)(venv), mode="mean", seed=0)
     model = KLPPO("MlpPolicy", env, ref_policy=reference("CartPole-v1"), kl_coef=0.1, seed=0, **SMALL)
-    spy = BufferSpy()
+    spy = buffer_spy()
     model.learn(SMALL["n_steps"] * 2, callback=spy)
     assert not np.allclose(spy.rollouts[0]["rewards"] + 0.1 * spy.rollouts[0]["log_ratios"], 1.0)  # posterior reward
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -17,39 +16,21 @@ from ruagent import risk
 from ruagent.agents import RiskPPO
 from ruagent.agents.risk_ppo.buffers import DictRiskRolloutBuffer, RiskRolloutBuffer
 from ruagent.wrappers import VecRewardUncertaintyWrapper
-from tests.helpers import assert_same_parameters, parameters
+from tests.helpers import RolloutSpy, assert_same_parameters, parameters
 
 SMALL = {"n_steps": 64, "batch_size": 32, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}, "device": "cpu"}
 ENVS = ["CartPole-v1", "Pendulum-v1"]  # Discrete and Box actions
 
 
-class RolloutSpy(BaseCallback):
-    """Copies what the buffer and logger hold at the end of every rollout."""
-
-    def __init__(self):
-        super().__init__()
-        self.rollouts: list[dict] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
-        self.rollouts.append(
-            {
-                "member_rewards": buffer.member_rewards.copy(),
-                "member_advantages": buffer.member_advantages.copy(),
-                "advantages": buffer.advantages.copy(),
-                "logged": dict(self.model.logger.name_to_value),
-            }
-        )
+def rollout_spy() -> RolloutSpy:
+    return RolloutSpy(("member_rewards", "member_advantages", "advantages"))
 
 
 @pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_learn_predict_evaluate_with_callbacks(env_id, n_envs, make_env, linear_members):
     env = make_env(env_id, linear_members(n_members=4), n_envs=n_envs)
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model = RiskPPO("MlpPolicy", env, risk="cvar", risk_kwargs={"alpha": 0.5}, seed=0, **SMALL)
     assert model.n_members == 4  # inferred from the wrapper's reward model
     model.learn(2 * SMALL["n_steps"] * n_envs, callback=spy)
@@ -69,7 +50,7 @@ def test_learn_predict_evaluate_with_callbacks(env_id, n_envs, make_env, linear_
 def test_logs_the_risk_statistics_to_the_sb3_logger(make_env, linear_members):
     env = make_env("CartPole-v1", linear_members(n_members=5))
     model = RiskPPO("MlpPolicy", env, risk="broil", risk_kwargs={"lam": 0.5, "alpha": 0.2}, seed=0, **SMALL)
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model.learn(SMALL["n_steps"], callback=spy, log_interval=10**6)
     logged = spy.rollouts[-1]["logged"]
     for key in ("risk/value", "risk/mean_value", "risk/J_min", "risk/J_max", "risk/J_std", "risk/weight_entropy"):
@@ -86,7 +67,7 @@ def test_policy_advantage_is_the_risk_weighted_member_advantage(name, make_env, 
     env = make_env("CartPole-v1", factory)
     kwargs = {"alpha": 1 / 3} if name == "cvar" else {}
     model = RiskPPO("MlpPolicy", env, risk=name, risk_kwargs=kwargs, seed=0, **SMALL)
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model.learn(SMALL["n_steps"], callback=spy)
     rollout = spy.rollouts[0]
     np.testing.assert_array_equal(rollout["member_rewards"], np.broadcast_to([1.0, 0.0, -1.0], (64, 1, 3)))
@@ -99,7 +80,7 @@ def test_member_probabilities_come_from_the_reward_model(make_env, linear_member
     env = make_env("CartPole-v1", linear_members(n_members=3, scale=0.0, offsets=[1.0, 2.0, 3.0], probs=probs))
     model = RiskPPO("MlpPolicy", env, risk="mean", seed=0, **SMALL)
     np.testing.assert_allclose(model.member_probs, probs)
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model.learn(SMALL["n_steps"], callback=spy, log_interval=10**6)
     rollout = spy.rollouts[0]
     np.testing.assert_allclose(rollout["advantages"], rollout["member_advantages"] @ np.array(probs), atol=1e-5)
@@ -115,7 +96,7 @@ def test_standardise_rewards_uses_the_label_statistics(make_env, linear_members)
 
     env = make_env("CartPole-v1", with_stats)
     model = RiskPPO("MlpPolicy", env, risk="mean", standardise_rewards=True, seed=0, **SMALL)
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model.learn(SMALL["n_steps"], callback=spy)
     # offsets aligned to the posterior's label mean (-0.5), nothing rescaled
     np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 - 1.0 - 0.5)
@@ -137,7 +118,7 @@ def test_standardise_rewards_follows_a_posterior_refitted_between_rollouts(make_
     agent.learn(SMALL["n_steps"])
     for model in models:  # what a refit during training does to the statistics
         model.reward_loc, model.reward_scale = np.array([2.0, 0.0]), np.array([4.0, 1.0])
-    spy = RolloutSpy()
+    spy = rollout_spy()
     agent.learn(SMALL["n_steps"], callback=spy, reset_num_timesteps=False)
     np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 0], 3.0 - 2.0 + 1.0)
     np.testing.assert_allclose(spy.rollouts[0]["member_rewards"][..., 1], -1.0 - 0.0 + 1.0)
@@ -165,7 +146,7 @@ def test_risk_level_anneals_from_the_mean_to_the_target(make_env, linear_members
     model = RiskPPO(
         "MlpPolicy", env, risk="cvar", risk_kwargs={"alpha": 0.25}, risk_anneal_fraction=0.5, seed=0, **SMALL
     )
-    spy = RolloutSpy()
+    spy = rollout_spy()
     model.learn(8 * SMALL["n_steps"], callback=spy, log_interval=10**6)
     alphas = [rollout["logged"]["risk/alpha"] for rollout in spy.rollouts]
     assert alphas[0] > 0.75  # starts near the mean (alpha = 1) ...
