@@ -11,7 +11,7 @@ columns share one (D, 2K·H + K) matmul, the remaining layers are batched matmul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +47,6 @@ class FoldedEnsemble:
     projected_shift: np.ndarray
     novelty_scale: np.ndarray
     novelty_shift: np.ndarray
-    _tensors: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def has_hidden(self) -> bool:
@@ -79,9 +78,8 @@ class FoldedEnsemble:
 
         For large batches, where torch's threaded kernels beat numpy's.
         """
-        if not self._tensors:
-            self._tensors.extend(torch.from_numpy(a) for a in (self.first_weight, self.first_bias, *self.layers))
-        first_weight, first_bias, *layers = self._tensors
+        # torch.from_numpy shares the arrays' memory: nothing is copied per call
+        first_weight, first_bias, *layers = map(torch.from_numpy, (self.first_weight, self.first_bias, *self.layers))
         n_rows = x.shape[0]
         h = torch.addmm(first_bias, x, first_weight)
         novelty = h[:, self.n_net_columns :]
