@@ -298,29 +298,32 @@ def summarise(results: list[dict], out: Path) -> None:
 
 
 def active_gains(results: list[dict]) -> dict:
-    """Per env and schedule: mean true return of active minus random queries over ALL budgets and seeds,
-    with a 95% percentile bootstrap interval (runs resampled within each arm). Printed and returned."""
+    """Per env and schedule: mean true return of active minus random queries over ALL budgets, with a
+    95% percentile bootstrap interval over SEEDS (paired: the two arms' runs of one seed and budget are
+    compared, and a seed's differences averaged over budgets are the resampled unit, since the runs of
+    one seed share its labels' data and its agent's seed). Printed and returned."""
     gains: dict = {}
+    rng = np.random.default_rng(0)
     for name in sorted({r["env"] for r in results}):
         for schedule in sorted({r.get("schedule", "upfront") for r in results if r["env"] == name}):
             rows = [r for r in results if r["env"] == name and r.get("schedule", "upfront") == schedule]
-            random_arm = np.array([r["true_return"] for r in rows if r["query"] == "random"])
-            active_arm = np.array([r["true_return"] for r in rows if r["query"] == ENVS[name]["active"]])
-            if len(random_arm) < 2 or len(active_arm) < 2:
+            returns = {(r["query"], r["seed"], r["budget"]): r["true_return"] for r in rows}
+            pairs = sorted({(seed, budget) for query, seed, budget in returns if query == "random"}
+                           & {(seed, budget) for query, seed, budget in returns if query == ENVS[name]["active"]})
+            seeds = sorted({seed for seed, _ in pairs})
+            if len(seeds) < 2:
                 continue
-            result = scipy.stats.bootstrap(
-                (active_arm, random_arm),
-                lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis),
-                n_resamples=10_000,
-                method="percentile",
-                rng=np.random.default_rng(0),
-            )
-            low, high = result.confidence_interval
-            difference = float(active_arm.mean() - random_arm.mean())
+            per_seed = np.array([
+                np.mean([returns[(ENVS[name]["active"], s, b)] - returns[("random", s, b)] for t, b in pairs if t == s])
+                for s in seeds
+            ])  # (n_seeds,)
+            resampled = rng.choice(per_seed, size=(10_000, len(seeds)), replace=True).mean(axis=1)
+            low, high = np.percentile(resampled, [2.5, 97.5])
+            difference = float(per_seed.mean())
             gains.setdefault(name, {})[schedule] = [round(difference, 3), round(float(low), 3), round(float(high), 3)]
             print(
                 f"{name:10s} {schedule:8s} {ENVS[name]['active']} - random, all budgets: {difference:+.3f} "
-                f"95% [{low:+.3f}, {high:+.3f}]  ({len(active_arm)} vs {len(random_arm)} runs)"
+                f"95% [{low:+.3f}, {high:+.3f}]  (paired over {len(seeds)} seeds, {len(pairs)} run pairs)"
             )
     return gains
 
