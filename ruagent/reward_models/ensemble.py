@@ -419,41 +419,16 @@ class EnsembleRewardModel(FeatureRewardModel):
         return self._cache
 
     def _fold(self) -> FoldedEnsemble:
-        layers = [torch.cat([a, b], dim=0).double().cpu() for a, b in zip(self._trainable, self._prior)]
-        k = self.n_members
-        loc, scale = self.input_loc.double().cpu(), self.input_scale.double().cpu()
-        # x̃ = (x - loc) / scale  =>  x̃ W + b = x (W / scale) + (b - (loc / scale) W)
-        first_weight = layers[0] / scale[:, None]
-        layers[1] = layers[1] - torch.matmul((loc / scale)[None, None, :], layers[0])
-        layers[0] = first_weight
-        # output: μ_y + σ_t f + g p: scale the last layers, put μ_y on the trainable half's bias
-        out_scale = torch.cat([torch.full((k,), float(self.target_scale)), torch.full((k,), float(self.prior_gain))])
-        out_scale = out_scale.double()[:, None, None]
-        layers[-2] = layers[-2] * out_scale
-        layers[-1] = layers[-1] * out_scale
-        layers[-1][:k] += self.target_loc.double().cpu()
-        # the first layer's input is shared by all 2K nets and by the novelty prior: ONE
-        # (D, 2K·H + K) matmul, the novelty prior's K columns last
-        d, width = layers[0].shape[1], layers[0].shape[2]
-        novelty_weight = self.novelty_weight.double().cpu()
-        novelty_bias = self.novelty_bias.double().cpu()
-        layers[0] = torch.cat([layers[0].permute(1, 0, 2).reshape(d, 2 * k * width), novelty_weight], dim=1)
-        layers[1] = torch.cat([layers[1].reshape(2 * k * width), novelty_bias])[None, :]
-        as_numpy = [np.ascontiguousarray(t.float().numpy()) for t in layers]
-        # the novelty variance ‖P u‖², u = x·scale + shift, in float64 (see _novelty_variance)
-        scale64, shift64 = self.novelty_scale.double().cpu(), self.novelty_shift.double().cpu()
-        basis64 = self.novelty_basis.double().cpu()
-        return FoldedEnsemble(
-            first_weight=as_numpy[0],
-            first_bias=as_numpy[1],
-            layers=tuple(as_numpy[2:]),
-            n_net_columns=2 * k * width,
+        return FoldedEnsemble.fold(
+            self._trainable,
+            self._prior,
+            input_loc=self.input_loc,
+            input_scale=self.input_scale,
+            target_loc=self.target_loc,
+            target_scale=self.target_scale,
+            prior_gain=self.prior_gain,
+            novelty=dict(zip(("weight", "bias", "scale", "shift", "basis"), self._novelty_tensors())),
             novelty_complement=self.novelty_complement,
-            basis=np.ascontiguousarray(basis64.numpy()),
-            scaled_basis=np.ascontiguousarray((scale64[:, None] * basis64).numpy()),
-            projected_shift=(shift64 @ basis64).numpy(),
-            novelty_scale=scale64.numpy(),
-            novelty_shift=shift64.numpy(),
         )
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:

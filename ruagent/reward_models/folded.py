@@ -11,6 +11,7 @@ columns share one (D, 2K·H + K) matmul, the remaining layers are batched matmul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,64 @@ class FoldedEnsemble:
     projected_shift: np.ndarray
     novelty_scale: np.ndarray
     novelty_shift: np.ndarray
+
+    @classmethod
+    def fold(
+        cls,
+        trainable: Sequence[torch.Tensor],
+        prior: Sequence[torch.Tensor],
+        *,
+        input_loc: torch.Tensor,
+        input_scale: torch.Tensor,
+        target_loc: torch.Tensor,
+        target_scale: torch.Tensor,
+        prior_gain: torch.Tensor,
+        novelty: dict[str, torch.Tensor],
+        novelty_complement: bool,
+    ) -> FoldedEnsemble:
+        """Fold an ensemble's stacked layers and normalisation into inference weights.
+
+        :param trainable, prior: the K trainable and K prior nets as stacked (weight (K, in, out),
+            bias (K, 1, out)) tensors, flattened, computing on normalised inputs (x − loc) / scale.
+        :param target_loc, target_scale, prior_gain: a member's reward is
+            ``target_loc + target_scale · f(x̃) + prior_gain · p(x̃)``.
+        :param novelty: the novelty prior's ``weight`` (D, K) and ``bias`` (K,) on raw inputs, and
+            ``scale``, ``shift`` (D,) and ``basis`` (D, r) of its variance.
+        """
+        layers = [torch.cat([a, b], dim=0).detach().double().cpu() for a, b in zip(trainable, prior)]
+        k = len(trainable[0])
+        loc, scale = input_loc.double().cpu(), input_scale.double().cpu()
+        # x̃ = (x - loc) / scale  =>  x̃ W + b = x (W / scale) + (b - (loc / scale) W)
+        first_weight = layers[0] / scale[:, None]
+        layers[1] = layers[1] - torch.matmul((loc / scale)[None, None, :], layers[0])
+        layers[0] = first_weight
+        # output: μ_y + σ_t f + g p: scale the last layers, put μ_y on the trainable half's bias
+        out_scale = torch.cat([torch.full((k,), float(target_scale)), torch.full((k,), float(prior_gain))])
+        out_scale = out_scale.double()[:, None, None]
+        layers[-2] = layers[-2] * out_scale
+        layers[-1] = layers[-1] * out_scale
+        layers[-1][:k] += target_loc.double().cpu()
+        # the first layer's input is shared by all 2K nets and by the novelty prior: ONE
+        # (D, 2K·H + K) matmul, the novelty prior's K columns last
+        d, width = layers[0].shape[1], layers[0].shape[2]
+        novelty64 = {name: tensor.detach().double().cpu() for name, tensor in novelty.items()}
+        layers[0] = torch.cat([layers[0].permute(1, 0, 2).reshape(d, 2 * k * width), novelty64["weight"]], dim=1)
+        layers[1] = torch.cat([layers[1].reshape(2 * k * width), novelty64["bias"]])[None, :]
+        as_numpy = [np.ascontiguousarray(t.float().numpy()) for t in layers]
+        # the novelty variance stays float64 (see novelty_variance)
+        scale64, shift64, basis64 = novelty64["scale"], novelty64["shift"], novelty64["basis"]
+        return cls(
+            first_weight=as_numpy[0],
+            first_bias=as_numpy[1],
+            layers=tuple(as_numpy[2:]),
+            n_net_columns=2 * k * width,
+            novelty_complement=novelty_complement,
+            basis=np.ascontiguousarray(basis64.numpy()),
+            scaled_basis=np.ascontiguousarray((scale64[:, None] * basis64).numpy()),
+            projected_shift=(shift64 @ basis64).numpy(),
+            novelty_scale=scale64.numpy(),
+            novelty_shift=shift64.numpy(),
+        )
 
     @property
     def has_hidden(self) -> bool:
