@@ -18,7 +18,20 @@ experiment protocol, docs/cli.md):
 ``kl-ppo``         :class:`ruagent.agents.KLPPO` on the posterior mean − β·KL(π ‖ π_ref) per step,
                    π_ref the ``reference`` agent's policy (the ``oracle``'s where the training and
                    deployment variants coincide), β from ``klppo.yaml`` (chosen on the training variant)
+``single``         one reward model: PPO on the reward of a K = 1 posterior (the usual reward-learning
+                   pipeline, a point estimate that extrapolates with full confidence)
+``cvar-ppo``       RiskPPO CVaR_α on a testbed whose other agents are off-policy (RiskPPO beside RiskSAC)
+``drift``          PPO on the testbed's control env (TwoHypothesisCartPole: CartPole-v1, whose reward
+                   ignores the side), scored like the others: where plain PPO ends up by itself
 =================  ===========================================================================
+
+The names are roles; the algorithm is the testbed's family (:func:`resolve_algo`). On an off-policy
+testbed (``algo_family="sac"``, SpeedLimitCheetah) the oracle is SB3 SAC, the RiskPPO agents become
+:class:`ruagent.agents.RiskSAC` with their measure, the per-step modes (``naive``, ``lcb``, ``sample``,
+``single``) train SAC on the wrapper's scalar, and KL-PPO does not run. So ``naive`` is SAC on the
+analytic posterior mean, as PPO is on the on-policy testbeds (issue 14: the naive baseline uses the
+family's posterior mean), not ``RiskSAC(risk="mean")``, whose average over K draws carries the draws'
+sampling noise on never-labelled weights (with K = 1 and ``risk="mean"`` RiskSAC is SAC, tested).
 
 KL-PPO is the RLHF baseline of issue 15 (Ziegler et al., 2019; Korbak, Perez & Buckley, 2022;
 Gao, Schulman & Hilton, 2023): it stays near the behaviour that was labelled rather than
@@ -37,8 +50,17 @@ from typing import Any
 
 from ruagent.experiments.testbeds import TestbedSpec, make_env
 
-__all__ = ["AGENTS", "TIER1_AGENTS", "TIER2_AGENTS", "AgentSpec", "build_agent", "make_training_env",
-           "reference_agent"]
+__all__ = [
+    "AGENTS",
+    "TIER1_AGENTS",
+    "TIER2_AGENTS",
+    "AgentSpec",
+    "agents_for",
+    "build_agent",
+    "make_training_env",
+    "reference_agent",
+    "resolve_algo",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +75,11 @@ class AgentSpec:
     :param risk_kwargs: the measure's parameters.
     :param wrapper_kwargs: extra :class:`ruagent.VecRewardUncertaintyWrapper` arguments.
     :param description: one line for the docs and the table legend.
-    :param train_variant: ``"deploy"`` (the testbed's deployment variant, the protocol) or ``"label"``
-        (its training variant: the reference policy).
+    :param train_variant: ``"deploy"`` (the testbed's deployment variant, the protocol), ``"label"``
+        (its training variant: the reference policy) or ``"control"`` (the testbed's ``control_env_id``).
+    :param n_members: K of the agent's own posterior (fitted on the same labels, same seed); None: the
+        testbed's posterior.
+    :param family: the agent family it always uses (``"ppo"``: ``cvar-ppo``); None: the testbed's.
     """
 
     name: str
@@ -65,16 +90,22 @@ class AgentSpec:
     risk_kwargs: dict[str, float] = dataclasses.field(default_factory=dict)
     wrapper_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     train_variant: str = "deploy"
+    n_members: int | None = None
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ("ppo", "riskppo", "klppo"):
             raise ValueError(f"algo must be 'ppo', 'riskppo' or 'klppo', got {self.algo!r}")
-        if self.train_variant not in ("deploy", "label"):
-            raise ValueError(f"train_variant must be 'deploy' or 'label', got {self.train_variant!r}")
+        if self.train_variant not in ("deploy", "label", "control"):
+            raise ValueError(f"train_variant must be 'deploy', 'label' or 'control', got {self.train_variant!r}")
         if (self.algo == "riskppo") != (self.risk is not None):
             raise ValueError(f"agent {self.name!r}: a risk measure goes with algo='riskppo' and only with it")
         if self.algo == "riskppo" and self.mode is None:
             raise ValueError(f"agent {self.name!r}: RiskPPO needs the posterior wrapper (set mode)")
+        if self.family not in (None, "ppo", "sac"):
+            raise ValueError(f"agent {self.name!r}: family must be None, 'ppo' or 'sac', got {self.family!r}")
+        if self.n_members is not None and (self.n_members < 1 or self.mode is None):
+            raise ValueError(f"agent {self.name!r}: n_members needs a posterior (set mode) and must be >= 1")
 
 
 #: PG-BROIL's defaults.
@@ -94,12 +125,43 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     AgentSpec("broil", "riskppo", "mean", f"RiskPPO, BROIL(lambda={BROIL_LAMBDA}, alpha={RISK_ALPHA})",
               risk="broil", risk_kwargs={"lam": BROIL_LAMBDA, "alpha": RISK_ALPHA}),
     AgentSpec("kl-ppo", "klppo", "mean", "PPO on the posterior mean - beta KL(pi || reference) per step"),
+    # mode "sample" with K = 1 is that one member's reward ("mean" would be the linear family's analytic
+    # posterior mean, which is the naive agent's)
+    AgentSpec("single", "ppo", "sample", "one reward model: the reward of a K = 1 posterior", n_members=1),
+    AgentSpec("cvar-ppo", "riskppo", "mean", f"RiskPPO, CVaR({RISK_ALPHA}) of member returns (beside off-policy "
+              "agents)", risk="cvar", risk_kwargs={"alpha": RISK_ALPHA}, family="ppo"),
+    AgentSpec("drift", "ppo", None, "PPO on the control env's reward (side-indifferent CartPole): the drift "
+              "control", train_variant="control"),
 )}
 
 #: issue 15's tier 1 (the default posterior, every testbed); kl-ppo also runs its reference
 TIER1_AGENTS = ("oracle", "naive", "cvar", "worst", "lcb", "kl-ppo", "sample")
 #: tier 2 (the posterior family x features sweep)
 TIER2_AGENTS = ("naive", "cvar")
+
+
+#: the agents of an on-policy testbed that does not list its own (``drift`` joins where there is a control env)
+_DEFAULT_AGENTS = tuple(name for name in AGENTS if name not in ("cvar-ppo", "drift"))
+
+
+def agents_for(testbed: TestbedSpec) -> tuple[str, ...]:
+    """The agents that run on ``testbed``: its ``agents``, or every on-policy agent but ``cvar-ppo``, with
+    ``drift`` where the testbed has a control env."""
+    if testbed.agents is not None:
+        return testbed.agents
+    return _DEFAULT_AGENTS + (("drift",) if testbed.control_env_id else ())
+
+
+def resolve_algo(agent: AgentSpec, testbed: TestbedSpec) -> str:
+    """The algorithm ``agent`` trains with on ``testbed``: ``ppo``, ``riskppo``, ``klppo``, ``sac`` or ``risksac``
+    (also the hyperparameter file of its extras)."""
+    family = agent.family or testbed.algo_family
+    if family == "ppo":
+        return agent.algo
+    if agent.algo == "klppo":
+        raise ValueError(f"agent {agent.name!r} (KL-PPO) is on-policy; testbed {testbed.name!r} trains off-policy "
+                         f"agents: choose from {', '.join(agents_for(testbed))}")
+    return "risksac" if agent.algo == "riskppo" else "sac"
 
 
 def reference_agent(testbed: TestbedSpec) -> str:
@@ -113,6 +175,10 @@ def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any,
     episode statistics are the true return), the posterior wrapper outside (none for the oracle)."""
     from stable_baselines3.common.env_util import make_vec_env
 
+    if agent.train_variant == "control":
+        if testbed.control_env_id is None:
+            raise ValueError(f"agent {agent.name!r} trains in the testbed's control env; {testbed.name!r} has none")
+        return make_vec_env(testbed.control_env_id, n_envs=testbed.n_envs, seed=seed)
     variant = testbed.label_kwargs if agent.train_variant == "label" else testbed.deploy_kwargs
     venv = make_vec_env(lambda: make_env(testbed, variant), n_envs=testbed.n_envs, seed=seed)
     if agent.mode is None:
@@ -123,20 +189,31 @@ def make_training_env(testbed: TestbedSpec, agent: AgentSpec, reward_model: Any,
 
 
 def build_agent(agent: AgentSpec, venv: Any, hyperparams: dict[str, Any], seed: int,
-                ref_policy: Any = None) -> Any:
+                ref_policy: Any = None, algo: str | None = None) -> Any:
     """An untrained SB3 model for ``agent`` on ``venv`` (one CPU device, no verbosity).
 
-    :param hyperparams: the algorithm's keyword arguments (PPO's, plus RiskPPO's or KLPPO's extras).
+    :param hyperparams: the algorithm's keyword arguments (PPO's or SAC's, plus the extras of RiskPPO,
+        KLPPO or RiskSAC).
     :param ref_policy: KL-PPO's reference (a saved PPO model.zip); required for ``algo="klppo"``.
+    :param algo: :func:`resolve_algo`'s answer for the testbed (None: ``agent.algo``, the on-policy family).
     """
+    algo = agent.algo if algo is None else algo
     kwargs = {"seed": seed, "device": "cpu", "verbose": 0, **hyperparams}
-    if agent.algo == "klppo":
+    if algo == "risksac":
+        from ruagent.agents import RiskSAC
+
+        return RiskSAC("MlpPolicy", venv, risk=agent.risk or "mean", risk_kwargs=agent.risk_kwargs, **kwargs)
+    if algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC("MlpPolicy", venv, **kwargs)
+    if algo == "klppo":
         from ruagent.agents import KLPPO
 
         if ref_policy is None:
             raise ValueError(f"agent {agent.name!r} needs ref_policy= (the reference agent's model.zip)")
         return KLPPO("MlpPolicy", venv, ref_policy=ref_policy, **kwargs)
-    if agent.algo == "riskppo":
+    if algo == "riskppo":
         from ruagent.agents import RiskPPO
 
         return RiskPPO("MlpPolicy", venv, risk=agent.risk, risk_kwargs=agent.risk_kwargs, **kwargs)

@@ -51,7 +51,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ruagent.experiments.agents import AGENTS
+from ruagent.experiments.agents import AGENTS, agents_for
 from ruagent.experiments.figures import draw_figures
 from ruagent.experiments.readme import results_block, update_readme
 from ruagent.experiments.report import aggregate, check_hopes, load_results, markdown_table
@@ -74,10 +74,13 @@ def plan_jobs(testbeds: Sequence[str], agents: Sequence[str], seeds: Sequence[in
               posterior: str | None = None) -> list[Job]:
     """Posterior jobs first (cheap), then agents seed-major, oracle first within a testbed
     (regret needs it) and KL-PPO's reference next, so an interrupted run has complete early seeds.
+    Each testbed gets the chosen agents that run on it (``agents.agents_for``).
     ``posterior``: a key of ``testbeds.POSTERIORS`` for every job (None: each testbed's default)."""
     posterior_jobs = [Job(t, s, None, posterior) for s in seeds for t in testbeds]
     ordered_agents = sorted(agents, key=lambda a: (a != "oracle", a != "reference"))
-    return posterior_jobs + [Job(t, s, a, posterior) for s in seeds for t in testbeds for a in ordered_agents]
+    runs_on = {t: set(agents_for(TESTBEDS[t])) for t in testbeds}
+    return posterior_jobs + [Job(t, s, a, posterior) for s in seeds for t in testbeds for a in ordered_agents
+                             if a in runs_on[t]]
 
 
 def build_report(out: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
@@ -107,11 +110,13 @@ def write_report(out: str | Path, run_info: dict[str, Any], figures: bool = True
     return report
 
 
-def readme_block(report: dict[str, Any], out: str | Path) -> str:
-    """The README block (:func:`ruagent.experiments.readme.results_block`) of the report of ``out``."""
+def readme_block(report: dict[str, Any], out: str | Path, name: str = "headline") -> str:
+    """The README block (:func:`ruagent.experiments.readme.results_block`) of the report of ``out``;
+    ``name`` is the block's (the command that regenerates it names it where it is not ``headline``)."""
     source = Path(out).as_posix().rstrip("/")
+    block = "" if name == "headline" else f" --readme-block {name}"
     return results_block(report, source, f"python -m ruagent.experiments.headline --report-only --out {source} "
-                                         "--update-readme")
+                                         f"--update-readme{block}")
 
 
 def _machine(workers: int) -> str:
@@ -143,8 +148,10 @@ def run_headline(
 
     :param out: output folder (created; finished jobs in it are reused).
     :param seeds: seeds 0..seeds-1 per testbed and agent.
-    :param testbeds: keys of :data:`ruagent.experiments.testbeds.TESTBEDS` (all by default).
-    :param agents: keys of :data:`ruagent.experiments.agents.AGENTS` (all by default).
+    :param testbeds: keys of :data:`ruagent.experiments.testbeds.TESTBEDS` (by default those with
+        ``in_default_run``: all but the MuJoCo one).
+    :param agents: keys of :data:`ruagent.experiments.agents.AGENTS` (all by default); each testbed runs
+        those of them that it takes (``agents.agents_for``).
     :param tiny: the test suite's budget (every file, no science).
     :param workers: processes running jobs in parallel; 1 runs them in this process.
     :param progress_bar: show a tqdm bar over jobs.
@@ -158,13 +165,18 @@ def run_headline(
     """
     if posterior is not None and posterior not in POSTERIORS:
         raise ValueError(f"unknown posterior {posterior!r}; choose from {', '.join(POSTERIORS)}")
-    testbeds = list(testbeds or [t for t, spec in TESTBEDS.items()
-                                 if posterior is None or spec.posterior != "two_hypothesis"])
+    testbeds = list(testbeds or [t for t, spec in TESTBEDS.items() if spec.in_default_run
+                                 and (posterior is None or spec.posterior != "two_hypothesis")])
     agents = list(agents or AGENTS)
     for name, chosen, known in (("testbed", testbeds, TESTBEDS), ("agent", agents, AGENTS)):
         unknown = [c for c in chosen if c not in known]
         if unknown:
             raise ValueError(f"unknown {name}(s) {unknown}; choose from {', '.join(known)}")
+    runs_on = {a for t in testbeds for a in agents_for(TESTBEDS[t])}
+    idle = [a for a in agents if a not in runs_on]
+    if idle and len(idle) == len(agents):
+        raise ValueError(f"none of the agents {idle} runs on the testbeds {testbeds}; their agents: "
+                         + "; ".join(f"{t}: {', '.join(agents_for(TESTBEDS[t]))}" for t in testbeds))
     if seeds < 1 or workers < 1 or (total_timesteps is not None and total_timesteps < 1):
         raise ValueError(f"seeds, workers and total_timesteps must be >= 1, got seeds={seeds}, workers={workers}, "
                          f"total_timesteps={total_timesteps}")
@@ -281,10 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per testbed and agent (default 5)")
     parser.add_argument("--out", default="results/headline", help="output folder (default results/headline)")
     parser.add_argument("--tiny", action="store_true", help="tiny budget: every file in seconds, no science")
+    default_testbeds = [t for t, spec in TESTBEDS.items() if spec.in_default_run]
+    others = [t for t in TESTBEDS if t not in default_testbeds]
     parser.add_argument("--testbeds", nargs="+", choices=list(TESTBEDS), metavar="TESTBED",
-                        help=f"testbeds to run (default all: {', '.join(TESTBEDS)})")
+                        help=f"testbeds to run (default: {', '.join(default_testbeds)}; also: {', '.join(others)}, "
+                             "only when named)")
     parser.add_argument("--agents", nargs="+", choices=list(AGENTS), metavar="AGENT",
-                        help=f"agents to train (default all: {', '.join(AGENTS)})")
+                        help=f"agents to train (default all: {', '.join(AGENTS)}); each testbed runs the ones it "
+                             "takes (speed-limit-cheetah: " + ", ".join(agents_for(TESTBEDS["speed-limit-cheetah"]))
+                             + ")")
     parser.add_argument("--workers", type=int, default=2, help="parallel job processes (default 2; 1: in-process)")
     parser.add_argument("--total-timesteps", type=int, default=None, metavar="N",
                         help="training steps per agent on every chosen testbed (default: each testbed's own; "
@@ -299,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "command to continue; each chunk's wall time goes to chunks.jsonl in --out. "
                              f"Exit status {EXIT_STOPPED_AT_BUDGET} when jobs are left")
     parser.add_argument("--update-readme", nargs="?", const="README.md", default=None, metavar="README",
-                        help="rewrite the README's results block (between <!-- results:headline:start --> and "
-                             "<!-- results:headline:end -->) from the report (default README.md)")
+                        help="rewrite the README's results block (between <!-- results:NAME:start --> and "
+                             "<!-- results:NAME:end -->, NAME from --readme-block) from the report (default README.md)")
+    parser.add_argument("--readme-block", default="headline", metavar="NAME",
+                        help="the name of the README block --update-readme rewrites (default headline)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -329,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, table.json and {len(report['figures'])} figures")
     if args.update_readme:
-        changed = update_readme(args.update_readme, "headline", readme_block(report, args.out))
+        changed = update_readme(args.update_readme, args.readme_block,
+                                readme_block(report, args.out, args.readme_block))
         print(f"{'updated' if changed else 'unchanged'}: the results block of {args.update_readme}")
     if report.get("failed"):
         return 1

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ruagent.experiments.report import TIME_SHARE_TESTBEDS, format_interval
+from ruagent.experiments.report import EXTRA_METRICS, TIME_SHARE_TESTBEDS, format_interval
 from ruagent.experiments.testbeds import TESTBEDS
 from ruagent.io import atomic_write_text
 
@@ -100,10 +100,14 @@ def results_block(report: dict[str, Any], source: str, command: str) -> str:
     for (testbed, variant), by_agent in groups.items():
         n_seeds = "/".join(sorted({str(len(r["seeds"])) for r in by_agent.values()}))
         if testbed in TIME_SHARE_TESTBEDS:
-            shown = [("side_effect_steps", "time right of centre", True), ("episode_length", "episode length", False)]
+            shown = [("side_effect_steps", TIME_SHARE_TESTBEDS[testbed], True),
+                     ("episode_length", "episode length", False)]
         else:
             shown = [("side_effect_rate", "side-effect rate", True)]
-        shown += [("true_return", "true return", False), ("p_better_return", "P(return > naive)", True),
+        shown += [("true_return", "true return", False)]
+        shown += [(m, name, False) for m, name in EXTRA_METRICS.items()
+                  if m != "return_hypothesis1" and any(m in r["metrics"] for r in by_agent.values())]
+        shown += [("p_better_return", "P(return > naive)", True),
                   ("p_fewer_side_effects", "P(fewer side effects than naive)", True)]
         for metric, name, percent in shown:
             cells = [format_interval(by_agent[a]["metrics"].get(metric), percent) if a in by_agent else "—"

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ruagent.experiments.agents import AGENTS, build_agent, make_training_env, reference_agent
+from ruagent.experiments.agents import AGENTS, build_agent, make_training_env, reference_agent, resolve_algo
 from ruagent.experiments.testbeds import (
     TESTBEDS,
     TestbedSpec,
@@ -67,15 +67,21 @@ class Budget:
         return testbed.tiny_timesteps if self.tiny else testbed.total_timesteps
 
     def hyperparams(self, testbed: TestbedSpec, algo: str = "ppo") -> dict[str, Any]:
-        """The committed PPO settings of ``testbed``, plus ``algo``'s extras (riskppo.yaml, klppo.yaml)."""
-        params = testbed.hyperparams
+        """The committed settings of ``testbed`` for the base algorithm (ppo.yaml or sac.yaml), plus
+        ``algo``'s extras (riskppo.yaml, klppo.yaml, risksac.yaml)."""
+        base = "sac" if algo in ("sac", "risksac") else "ppo"
+        params = load_hyperparams(base, testbed.name)
         if algo == "klppo":
             extras = load_hyperparams("klppo", testbed.name)
             params.update(kl_coef=extras["kl_coef"], init_from_reference=extras.get("init_from_reference", False))
-        elif algo != "ppo":
+        elif algo != base:
             params.update(load_hyperparams(algo, testbed.name))
+        if not self.tiny:
+            return params
+        if base == "sac":  # a few hundred steps still fill the buffer and take gradient steps
+            return {**params, "learning_starts": 64, "batch_size": 32, "buffer_size": 1_000}
         # Tiny runs still do two full PPO updates: rollouts of 8 envs x 32 steps.
-        return {**params, "n_steps": 32, "batch_size": 64} if self.tiny else params
+        return {**params, "n_steps": 32, "batch_size": 64}
 
     def eval_episodes(self, testbed: TestbedSpec) -> int:
         return 2 if self.tiny else testbed.eval_episodes
@@ -134,9 +140,14 @@ def run_job(job: Job, out: str | Path, budget: Budget) -> Path:
         reward_model, labels = build_posterior(testbed, job.seed, budget.label_budget(testbed), posterior)
         result = _posterior_result(testbed, job, reward_model, labels, budget, out)
     else:
-        reward_model = load_posterior(testbed, job, out, budget)
+        agent = AGENTS[job.agent]
+        if agent.n_members is None:
+            reward_model = load_posterior(testbed, job, out, budget)
+        else:  # the agent's own K (the single-model baseline): same labels and seed, fitted here
+            reward_model, _ = build_posterior(testbed, job.seed, budget.label_budget(testbed), posterior,
+                                              n_members=agent.n_members)
         ref_policy = None
-        if AGENTS[job.agent].algo == "klppo":
+        if resolve_algo(agent, testbed) == "klppo":
             ref_job = Job(job.testbed, job.seed, reference_agent(testbed), job.posterior)
             ref_policy = run_job(ref_job, out, budget).parent / "model.zip"
         result = _agent_result(testbed, job, reward_model, budget, out, ref_policy)
@@ -186,9 +197,10 @@ def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Bud
     from ruagent.callbacks import GoodhartEvalCallback
 
     agent = AGENTS[job.agent]
+    algo = resolve_algo(agent, testbed)
     venv = make_training_env(testbed, agent, reward_model, job.seed)
-    hyperparams = budget.hyperparams(testbed, agent.algo)
-    model = build_agent(agent, venv, hyperparams, job.seed, ref_policy=ref_policy)
+    hyperparams = budget.hyperparams(testbed, algo)
+    model = build_agent(agent, venv, hyperparams, job.seed, ref_policy=ref_policy, algo=algo)
     total = budget.timesteps(testbed)
     curve_env = make_env(testbed, testbed.deploy_kwargs)
     curve = GoodhartEvalCallback(
@@ -207,6 +219,8 @@ def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Bud
     venv.close()
     return {
         "timesteps": int(model.num_timesteps),
+        "algo": algo,
+        "n_members": int(reward_model.n_members),
         "hyperparams": hyperparams,
         "curve": [{"step": step, "true_return": true, "proxy_return": proxy}
                   for step, true, proxy in curve.evaluations],

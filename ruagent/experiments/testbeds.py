@@ -19,9 +19,11 @@ without an intercept, or on the transition featuriser; the deep ensemble with ra
 (Osband, Aslanides & Cassirer, NeurIPS 2018) on either input; each with its family's default
 priors. ``build_posterior(..., posterior=name)`` picks one; the testbed's ``posterior`` is the default.
 
-PPO hyperparameters are per testbed and per algorithm, in committed YAML files
-(``ruagent/configs/hyperparams/{ppo,riskppo,klppo}.yaml``, rl-baselines3-zoo style), because the
-envs differ in horizon and reward scale; their comments give the reasons.
+Hyperparameters are per testbed and per algorithm, in committed YAML files
+(``ruagent/configs/hyperparams/{ppo,riskppo,klppo,sac,risksac}.yaml``, rl-baselines3-zoo style), because
+the envs differ in horizon and reward scale; their comments give the reasons. Most testbeds train
+on-policy agents; SpeedLimitCheetah (issue 16, the ``mujoco`` extra) trains off-policy ones (SAC,
+RiskSAC) and RiskPPO beside them, and runs only when named (``--testbeds speed-limit-cheetah``).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["HYPERPARAMS_DIR", "POSTERIORS", "SWEEP_POSTERIORS", "TESTBEDS", "PosteriorSpec", "TestbedSpec",
-           "build_posterior", "label_policy", "load_hyperparams", "make_env", "resolve_posterior"]
+__all__ = ["ALGO_FAMILIES", "HYPERPARAMS_DIR", "POSTERIORS", "SWEEP_POSTERIORS", "TESTBEDS", "PosteriorSpec",
+           "TestbedSpec", "build_posterior", "label_policy", "load_hyperparams", "make_env", "resolve_posterior"]
 
 #: the committed per-algorithm hyperparameter files, one entry per testbed
 HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "configs" / "hyperparams"
-_ALGO_FILES = ("ppo", "riskppo", "klppo")
+_ALGO_FILES = ("ppo", "riskppo", "klppo", "sac", "risksac")
+#: the agent families a testbed trains: on-policy (PPO, RiskPPO, KL-PPO) or off-policy (SAC, RiskSAC; Box actions)
+ALGO_FAMILIES = ("ppo", "sac")
 #: labelling policies: uniform random actions, or uniform among the moves that do not enter the hazard
 LABEL_POLICIES = ("random", "safe-random")
 
@@ -117,8 +121,17 @@ class TestbedSpec:
         grid envs' ``safe_actions``).
     :param n_members: K, posterior members.
     :param n_envs: parallel envs (a DummyVecEnv: on 2 cores subprocesses only add overhead).
+    :param algo_family: ``"ppo"`` (the agents are PPO, RiskPPO and KL-PPO) or ``"sac"`` (SAC and RiskSAC:
+        :func:`ruagent.experiments.agents.resolve_algo` maps each agent's role onto the family).
+    :param agents: the agents (keys of ``agents.AGENTS``) that run on this testbed; None: every on-policy
+        agent but ``cvar-ppo`` (which exists to put RiskPPO beside the off-policy agents).
+    :param in_default_run: whether the headline runs it when no ``--testbeds`` are given (False for the
+        MuJoCo testbed: it needs the ``mujoco`` extra and hours).
+    :param control_env_id: an env with the same dynamics and spaces whose reward ignores what the testbed
+        is about (TwoHypothesisCartPole: CartPole-v1, indifferent to the side); the ``drift`` agent trains
+        there and is scored like the others, so the table shows where plain PPO ends up by itself.
 
-    ``hyperparams`` (a property) are the PPO settings of ``ruagent/configs/hyperparams/ppo.yaml``.
+    ``hyperparams`` (a property) are the settings of ``ruagent/configs/hyperparams/<algo_family>.yaml``.
     """
 
     __test__ = False  # "Test..." is a name, not a pytest class
@@ -137,8 +150,14 @@ class TestbedSpec:
     label_policy: str = "random"
     n_members: int = 10
     n_envs: int = 8
+    algo_family: str = "ppo"
+    agents: tuple[str, ...] | None = None
+    in_default_run: bool = True
+    control_env_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.algo_family not in ALGO_FAMILIES:
+            raise ValueError(f"algo_family must be one of {ALGO_FAMILIES}, got {self.algo_family!r}")
         if self.posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {self.posterior!r}")
         if self.label_policy not in LABEL_POLICIES:
@@ -148,8 +167,8 @@ class TestbedSpec:
 
     @property
     def hyperparams(self) -> dict[str, Any]:
-        """PPO keyword arguments shared by every agent on this testbed (``ppo.yaml``)."""
-        return load_hyperparams("ppo", self.name)
+        """Keyword arguments shared by every agent of the testbed's family (``ppo.yaml`` or ``sac.yaml``)."""
+        return load_hyperparams(self.algo_family, self.name)
 
 
 _DS_TEST = {"test1": {"variant": "test1"}, "test2": {"variant": "test2"}}
@@ -196,7 +215,17 @@ TESTBEDS: dict[str, TestbedSpec] = {spec.name: spec for spec in (
         env_id="ruagent/TwoHypothesisCartPole-v0",
         label_kwargs={"variant": "train"}, deploy_kwargs={"variant": "test"},
         eval_variants={"test": {"variant": "test"}}, posterior="two_hypothesis",
-        total_timesteps=50_000, tiny_timesteps=512, eval_episodes=5, n_members=2,
+        total_timesteps=300_000, tiny_timesteps=512, eval_episodes=5, n_members=2, control_env_id="CartPole-v1",
+    ),
+    # Issue 16's goodhart shift on MuJoCo (the mujoco extra): labels from the governed train variant never
+    # exceed the speed limit; agents run in plain HalfCheetah-v5 dynamics. Off-policy agents, one env
+    # (SAC's setting), 50k steps (~15 CPU-minutes a run here; B-Pref trained for 1M).
+    TestbedSpec(
+        name="speed-limit-cheetah", title="SpeedLimitCheetah (MuJoCo)", env_id="ruagent/SpeedLimitCheetah-v0",
+        label_kwargs={"variant": "train"}, deploy_kwargs={"variant": "test"},
+        eval_variants={"test": {"variant": "test"}}, posterior="linear-env",
+        total_timesteps=50_000, tiny_timesteps=300, eval_episodes=5, n_envs=1, algo_family="sac",
+        agents=("oracle", "naive", "single", "cvar", "cvar-ppo"), in_default_run=False,
     ),
 )}
 
@@ -235,13 +264,14 @@ def resolve_posterior(spec: TestbedSpec, posterior: str | None) -> str:
 
 
 def build_posterior(spec: TestbedSpec, seed: int, label_budget: int | None = None,
-                    posterior: str | None = None) -> tuple[Any, Any]:
+                    posterior: str | None = None, n_members: int | None = None) -> tuple[Any, Any]:
     """Protocol step 1: labels in the training variant, then the fitted posterior.
 
     :param spec: the testbed.
     :param seed: seeds the labelling episodes and the posterior's member draws.
     :param label_budget: overrides ``spec.label_budget`` (tiny runs).
     :param posterior: a key of :data:`POSTERIORS` (None: ``spec.posterior``).
+    :param n_members: K (None: ``spec.n_members``); the ``single`` agent's K = 1 posterior.
     :return: ``(reward_model, labels)``; ``labels`` are :class:`ruagent.data.Transitions` of the
         training variant (for TwoHypothesisCartPole, unlabelled-by-us transitions that stand in
         as the states the posterior "saw", for the OOD AUROC).
@@ -250,6 +280,7 @@ def build_posterior(spec: TestbedSpec, seed: int, label_budget: int | None = Non
 
     choice = POSTERIORS[resolve_posterior(spec, posterior)]
     budget = spec.label_budget if label_budget is None else label_budget
+    k = spec.n_members if n_members is None else int(n_members)
     env = make_env(spec, spec.label_kwargs)
     try:
         labels = collect_transitions(env, budget, policy=label_policy(spec, env, seed), seed=seed)
@@ -262,16 +293,16 @@ def build_posterior(spec: TestbedSpec, seed: int, label_budget: int | None = Non
 
             # With env features (IRD's φ) a feature the labels never exercised (lava, the hazard)
             # keeps its prior uncertainty in every member.
-            model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=spec.n_members,
+            model = BayesianLinearRewardModel(env.observation_space, env.action_space, n_members=k,
                                               features=choice.features, bias=choice.bias, seed=seed)
             model.fit(labels, env=env)
         else:
             from ruagent.reward_models import EnsembleRewardModel
 
-            model = EnsembleRewardModel(env.observation_space, env.action_space, n_members=spec.n_members,
+            model = EnsembleRewardModel(env.observation_space, env.action_space, n_members=k,
                                         features=choice.features, seed=seed)
             model.fit(labels, env=env, progress_bar=False)
-        assert model.n_members == spec.n_members, (model.n_members, spec.n_members)
+        assert model.n_members == (spec.n_members if choice.family == "two_hypothesis" else k), model.n_members
     finally:
         env.close()
     return model, labels

@@ -8,8 +8,8 @@ The fast test trains each agent for 10k steps (about 6 CPU-seconds each) and che
 each has learnt to prefer, on the last 5k training steps. At that stage the agents cannot
 balance for long yet, so the per-step reward of the side decides. The slow test trains for 50k
 steps with rl-zoo's CartPole schedule, by which the mean agent balances for the full 500 steps,
-and checks where the deterministic policy spends whole episodes (``-m slow``;
-bench/two_hypothesis.py runs the same over 5 seeds with intervals). The CVaR agent stays left
+and checks where the deterministic policy spends whole episodes (``-m slow``; the headline
+experiment's two-hypothesis run measures it over 20 seeds with a drift control, docs/results.md). The CVaR agent stays left
 but learns to balance only briefly there: its hypothesis charges −2 a step for the right, so
 the exploratory hovering around the centre that teaches balancing costs it more than falling.
 """

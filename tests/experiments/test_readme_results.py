@@ -1,7 +1,8 @@
 """The README's results table is what the report renders from the committed per-run files.
 
 If this fails after new results landed, regenerate the block:
-``python -m ruagent.experiments.headline --report-only --out results/headline --update-readme``.
+``python -m ruagent.experiments.headline --report-only --out <folder> --update-readme --readme-block <name>``
+(the pairs are in ``BLOCKS``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ruagent.experiments.readme import read_block
 
 ROOT = Path(__file__).resolve().parents[2]
 #: README block name -> the results folder it is generated from (relative to the repository root)
-BLOCKS = {"headline": "results/headline"}
+BLOCKS = {"headline": "results/tier1", "twohypothesis": "results/two-hypothesis"}
 
 
 @pytest.mark.parametrize(("name", "folder"), BLOCKS.items())
@@ -25,8 +26,8 @@ def test_readme_results_block_matches_the_committed_per_run_files(name: str, fol
     runs = Path(folder, "runs")
     assert runs.is_dir() and any(runs.glob("*/seed*/*/result.json")), (
         f"{runs} holds no per-run result files: the README's numbers cannot be traced")
-    expected = readme_block(build_report(folder, {}), folder).strip()
+    expected = readme_block(build_report(folder, {}), folder, name).strip()
     found = read_block((ROOT / "README.md").read_text(encoding="utf-8"), name).strip()
     assert found == expected, (
         f"README's {name} results block differs from what {folder}/runs renders; run "
-        f"python -m ruagent.experiments.headline --report-only --out {folder} --update-readme")
+        f"python -m ruagent.experiments.headline --report-only --out {folder} --update-readme --readme-block {name}")

@@ -110,6 +110,40 @@ def test_time_shares_come_with_episode_length_and_are_compared_as_shares(fixture
     assert cartpole_check["evidence"]["cvar_episode_length"]["estimate"] == pytest.approx(200.0)
 
 
+def test_returns_under_each_hypothesis_get_columns_only_where_the_files_hold_them(tmp_path: Path) -> None:
+    """Issue 15: TwoHypothesisCartPole reports the true return under each hypothesis beside the side."""
+    write_fixture(tmp_path)
+    for seed in range(5):
+        path = Job("two-hypothesis-cartpole", seed, "cvar").result_path(tmp_path)
+        result = json.loads(path.read_text())
+        result["evaluation"]["test"].update(return_hypothesis0=[float(300 + seed)], return_hypothesis1=[100.0])
+        path.write_text(json.dumps(result))
+    report = build_report(tmp_path, {"command": "test", "machine": "test"})
+    cvar = _cell(report, "two-hypothesis-cartpole", "cvar")
+    assert cvar["return_hypothesis0"]["estimate"] == pytest.approx(302.0)  # IQM of 300..304
+    assert "return_hypothesis0" not in _cell(report, "lava-canonical", "cvar")
+    table = headline.markdown_table(report)
+    before, after = table.split("## TwoHypothesisCartPole")  # LavaWorld's table comes first
+    cartpole = after.split("## Probability of improvement")[0]
+    assert "hypothesis 0" in cartpole and "hypothesis 0" not in before
+    block = readme_block(report, tmp_path)
+    assert "return if hypothesis 0" in block and "return if hypothesis 1" not in block  # that one is the true return
+
+
+def test_speed_limit_cheetah_compares_time_over_the_limit_not_episodes(tmp_path: Path) -> None:
+    """Every 1,000-step episode crosses the limit once (the oracle's too): the share of steps over it is
+    the side effect, compared paired per seed, with the episode length beside it."""
+    for seed in range(4):
+        write_result(tmp_path, "speed-limit-cheetah", "naive", seed, [500.0], [1.0], [0.4], length=1000.0)
+        write_result(tmp_path, "speed-limit-cheetah", "cvar", seed, [700.0], [1.0], [0.05], length=1000.0)
+    report = build_report(tmp_path, {"command": "test", "machine": "test"})
+    cvar = _cell(report, "speed-limit-cheetah", "cvar")
+    assert cvar["side_effect_rate"]["estimate"] == 1.0 and cvar["p_fewer_side_effects"]["estimate"] == 1.0
+    block = readme_block(report, tmp_path, "cheetah")
+    assert "time over the speed limit" in block and "episode length" in block and "--readme-block cheetah" in block
+    assert not report["hopes"]  # the generic "<= 2 % of episodes" check does not apply to a time share
+
+
 # ---------------------------------------------------------------------------- traceability
 def test_report_only_re_renders_from_the_json_files_alone(tmp_path: Path) -> None:
     """A fresh clone holds only the committed metric files: the same table comes out."""

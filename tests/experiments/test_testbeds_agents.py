@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ruagent.experiments import kl_selection, solvability
-from ruagent.experiments.agents import AGENTS, TIER1_AGENTS, reference_agent
+from ruagent.experiments.agents import AGENTS, TIER1_AGENTS, agents_for, reference_agent, resolve_algo
 from ruagent.experiments.headline import plan_jobs
 from ruagent.experiments.runner import Budget, Job, run_job
 from ruagent.experiments.testbeds import (
@@ -41,15 +41,27 @@ def test_kl_ppos_reference_is_trained_in_the_labelling_variant():
     assert reference_agent(TESTBEDS["distributional-shift"]) == "oracle"  # it trains in the training variant
 
 
-@pytest.mark.parametrize("algo", ["ppo", "riskppo", "klppo"])
-def test_every_testbed_has_an_entry_in_every_hyperparameter_file(algo):
-    from stable_baselines3 import PPO
+def _testbeds_using(algo: str) -> list[str]:
+    """The testbeds on which some agent trains with ``algo`` (or with its base: ppo.yaml / sac.yaml)."""
+    def base(resolved: str) -> str:
+        return "sac" if resolved in ("sac", "risksac") else "ppo"
 
-    ppo_args = set(PPO.__init__.__code__.co_varnames)
-    for name in TESTBEDS:
+    resolved = {(name, resolve_algo(AGENTS[agent], spec)) for name, spec in TESTBEDS.items()
+                for agent in agents_for(spec)}
+    used = resolved | {(name, base(a)) for name, a in resolved}
+    return [name for name in TESTBEDS if (name, algo) in used]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "riskppo", "klppo", "sac", "risksac"])
+def test_every_testbed_has_an_entry_in_every_hyperparameter_file_its_agents_use(algo):
+    from stable_baselines3 import PPO, SAC
+
+    known_args = set({"ppo": PPO, "sac": SAC}.get(algo, PPO).__init__.__code__.co_varnames)
+    assert _testbeds_using(algo), f"no testbed uses {algo}"
+    for name in _testbeds_using(algo):
         entry = load_hyperparams(algo, name)
-        if algo == "ppo":
-            assert entry and set(entry) <= ppo_args, name
+        if algo in ("ppo", "sac"):
+            assert entry and set(entry) <= known_args, name
         if algo == "klppo":
             assert entry["kl_coef"] in entry["kl_coef_candidates"] and len(entry["kl_coef_candidates"]) == 3
             if entry["selected_by"] is not None:  # a selection is stored and matches the committed value
@@ -66,6 +78,41 @@ def test_budget_merges_the_algorithms_extras_over_the_shared_ppo_settings():
                   "init_from_reference": False}
     assert Budget(tiny=True).hyperparams(spec, "riskppo")["n_steps"] == 32
     assert (HYPERPARAMS_DIR / "ppo.yaml").is_file()
+    cheetah = TESTBEDS["speed-limit-cheetah"]
+    assert Budget().hyperparams(cheetah, "risksac") == {**load_hyperparams("sac", cheetah.name),
+                                                        **load_hyperparams("risksac", cheetah.name)}
+    assert Budget().hyperparams(cheetah, "riskppo") == load_hyperparams("ppo", cheetah.name)  # cvar-ppo's
+    assert "n_steps" not in Budget(tiny=True).hyperparams(cheetah, "sac")
+
+
+def test_agent_roles_map_onto_the_off_policy_family():
+    """On SpeedLimitCheetah the oracle is SAC, the mean agent SAC on the analytic posterior mean (as PPO on the
+    on-policy testbeds), the risk agents RiskSAC with their measure, single SAC on one model; cvar-ppo stays
+    RiskPPO."""
+    cheetah, lava = TESTBEDS["speed-limit-cheetah"], TESTBEDS["lava-canonical"]
+    expected = {"oracle": "sac", "naive": "sac", "cvar": "risksac", "worst": "risksac", "single": "sac",
+                "sample": "sac", "lcb": "sac", "cvar-ppo": "riskppo"}
+    assert {a: resolve_algo(AGENTS[a], cheetah) for a in expected} == expected
+    assert {a: resolve_algo(AGENTS[a], lava) for a in ("oracle", "naive", "cvar", "kl-ppo")} == {
+        "oracle": "ppo", "naive": "ppo", "cvar": "riskppo", "kl-ppo": "klppo"}
+    with pytest.raises(ValueError, match="on-policy"):
+        resolve_algo(AGENTS["kl-ppo"], cheetah)
+    assert set(agents_for(cheetah)) == {"oracle", "naive", "single", "cvar", "cvar-ppo"}
+    assert "cvar-ppo" not in agents_for(lava) and "single" in agents_for(lava)
+    # plan_jobs gives each testbed only the agents it takes
+    jobs = plan_jobs(["lava-canonical", "speed-limit-cheetah"], ["oracle", "kl-ppo", "cvar-ppo"], [0])
+    assert {(j.testbed, j.agent) for j in jobs if j.agent} == {
+        ("lava-canonical", "oracle"), ("lava-canonical", "kl-ppo"),
+        ("speed-limit-cheetah", "oracle"), ("speed-limit-cheetah", "cvar-ppo")}
+
+
+def test_single_agent_trains_on_its_own_one_member_posterior(tmp_path):
+    path = run_job(Job("lava-canonical", 0, "single"), tmp_path, Budget(tiny=True))
+    result = json.loads(path.read_text())
+    assert (result["n_members"], result["algo"]) == (1, "ppo")
+    assert not Job("lava-canonical", 0).result_path(tmp_path).exists()  # the testbed's K-member one is not needed
+    naive = json.loads(run_job(Job("lava-canonical", 0, "naive"), tmp_path, Budget(tiny=True)).read_text())
+    assert naive["n_members"] == TESTBEDS["lava-canonical"].n_members
 
 
 @pytest.mark.parametrize("name", ["linear-env", "linear-env-nointercept", "linear-transition"])
@@ -167,3 +214,44 @@ def test_solvability_reports_the_criterion_of_each_kind_of_testbed(tmp_path, cap
     assert report["two-hypothesis-cartpole"]["per_seed"][0]["score"] == pytest.approx(
         report["two-hypothesis-cartpole"]["per_seed"][0]["true_return"] / 500)
     assert "| lava-canonical |" in capsys.readouterr().out
+
+
+def test_speed_limit_cheetah_runs_its_off_policy_agents_at_a_tiny_budget(tmp_path):
+    """Issue 16's MuJoCo comparison goes through the same runner: every agent of the testbed trains,
+    is scored by the true reward and leaves a result; the cvar agent is RiskSAC over the K members."""
+    pytest.importorskip("mujoco")
+    from ruagent.agents import RiskSAC
+
+    results = {}
+    for agent in agents_for(TESTBEDS["speed-limit-cheetah"]):
+        path = run_job(Job("speed-limit-cheetah", 0, agent), tmp_path, Budget(tiny=True))
+        results[agent] = json.loads(path.read_text())
+    assert {a: r["algo"] for a, r in results.items()} == {
+        "oracle": "sac", "naive": "sac", "single": "sac", "cvar": "risksac", "cvar-ppo": "riskppo"}
+    assert results["single"]["n_members"] == 1 and results["naive"]["n_members"] == 10
+    for result in results.values():
+        scores = result["evaluation"]["test"]
+        assert len(scores["true_return"]) == 2 and result["timesteps"] >= 300
+        assert all(0.0 <= share <= 1.0 for share in scores["side_effect_steps"])
+    model = RiskSAC.load(Job("speed-limit-cheetah", 0, "cvar").folder(tmp_path) / "model.zip", device="cpu")
+    assert (model.risk, model.n_members) == ("cvar", 10)
+
+
+def test_drift_control_trains_on_side_indifferent_cartpole_and_is_scored_in_the_test_variant(tmp_path, monkeypatch):
+    """Issue 15: plain-CartPole PPO in the same table as the TwoHypothesis agents, so the side an agent
+    takes can be told from drift."""
+    import gymnasium as gym
+
+    from ruagent.experiments import agents as agents_module
+
+    made = []
+    real_make = gym.make
+    monkeypatch.setattr(gym, "make", lambda env_id, *a, **k: made.append(env_id) or real_make(env_id, *a, **k))
+    assert "drift" in agents_for(TESTBEDS["two-hypothesis-cartpole"])
+    assert "drift" not in agents_for(TESTBEDS["lava-canonical"])
+    with pytest.raises(ValueError, match="control env"):
+        agents_module.make_training_env(TESTBEDS["lava-canonical"], AGENTS["drift"], None, 0)
+    result = json.loads(run_job(Job("two-hypothesis-cartpole", 0, "drift"), tmp_path, Budget(tiny=True)).read_text())
+    assert "CartPole-v1" in made  # trained there ...
+    scores = result["evaluation"]["test"]  # ... and scored in the test variant like every agent
+    assert set(scores) >= {"right_of_centre", "episode_length", "return_hypothesis0", "return_hypothesis1"}
