@@ -33,3 +33,26 @@ def test_agents_and_envs_import_under_ruagent():
 
     assert Path(ruagent.agents.__file__).parent == ROOT / "agents"
     assert Path(ruagent.envs.__file__).parent == ROOT / "envs"
+
+
+def test_the_cli_modules_import_each_other_without_cycles():
+    """train -> sweep -> stages, evaluate -> compare, sweep -> sweep_report: shared names live in their own
+    modules (eval_format, trial_names, stages.run_stages), so no import runs in a circle, lazy ones included."""
+    import ast
+
+    cli = Path(__file__).resolve().parents[1] / "ruagent" / "cli"
+    imports = {}
+    for path in cli.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ruagent.cli."):
+                found.add(node.module.split(".")[2])
+            elif isinstance(node, ast.ImportFrom) and node.module == "ruagent.cli":
+                found |= {alias.name for alias in node.names}
+        imports[path.stem] = found & {p.stem for p in cli.glob("*.py")}
+
+    def reaches(start, target, seen):
+        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in imports[start])
+
+    circular = sorted(module for module in imports if reaches(module, module, {module}))
+    assert not circular, f"ruagent.cli modules in an import cycle: {circular}"

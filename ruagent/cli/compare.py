@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ruagent import metrics
-from ruagent.cli.evaluate import AGENT_METRICS, BAR_METRICS, EVAL_SCHEMA
+from ruagent.cli.eval_format import AGENT_METRICS, BAR_METRICS, EVAL_SCHEMA
 from ruagent.io import atomic_write_text
 
 __all__ = ["pool_seeds", "print_results", "write_comparison"]

@@ -43,16 +43,13 @@ from rich.progress import Progress
 from ruagent import metrics
 from ruagent.cli import program_name
 from ruagent.cli.config import ConfigError
+from ruagent.cli.eval_format import AGENT_METRICS, BAR_METRICS, EVAL_SCHEMA
 from ruagent.cli.run_dir import RunDir, RunFileError, RunNotFoundError
 from ruagent.io import WriteError, atomic_write_text
 from ruagent.rollouts import Episodes, run_episodes
 
 __all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main", "ood_auroc"]
 
-EVAL_SCHEMA = "ruagent.eval/1"
-#: Per-agent metrics in table and plot order.
-AGENT_METRICS = ("true_return", "proxy_return", "goodhart_gap", "regret", "side_effect_rate", "episode_length")
-BAR_METRICS = ("true_return", "goodhart_gap", "regret", "side_effect_rate")
 
 
 # ---------------------------------------------------------------------- loading

@@ -487,6 +487,10 @@ class RunDir:
             )
         return meta
 
+    def is_finished(self) -> bool:
+        """Whether the run went through every stage: run.json says finished and eval.json is written."""
+        return self.meta_path.is_file() and self.read_meta().get("status") == "finished" and self.eval_path.is_file()
+
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into run.json (atomically)."""
         meta = self.read_meta()

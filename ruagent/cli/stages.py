@@ -33,7 +33,7 @@ from ruagent.cli.checkpoints import (
 from ruagent.cli.run_dir import RunDir, RunNotFoundError
 from ruagent.io import atomic_write
 
-__all__ = ["fit_reward", "import_reward_model", "train_agents", "train_one_agent"]
+__all__ = ["fit_reward", "import_reward_model", "run_stages", "train_agents", "train_one_agent"]
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -257,3 +257,34 @@ def train_one_agent(config: dict[str, Any], run: RunDir, spec: factory.AgentSpec
     venv.close()
     console.print(f"agent {spec.name}: {model.num_timesteps} steps -> {final}")
     return final
+
+
+def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: str | None = None) -> int:
+    """Run ``stage`` (``all``, ``fit-reward`` or ``agent``) of a run folder whose config.yaml is written;
+    a resumed run keeps the stage recorded in its run.json. Used by train.py and by each trial of a sweep."""
+    if config["torch_threads"]:
+        import torch
+
+        # rl-zoo3 does the same on CPU: for small MLPs, thread synchronisation costs more than it gains,
+        # and on a shared machine oversubscribed threads slow every op by an order of magnitude
+        torch.set_num_threads(config["torch_threads"])
+    stage = run.read_meta().get("stage", stage)
+    console.print(f"run folder: {run.path}")
+    if stage == "agent" and reward_model:
+        import_reward_model(reward_model, run)
+    labeller = factory.make_web_labeller(config)  # one page for the labels before and during training
+    try:
+        if stage in ("all", "fit-reward"):
+            fit_reward(config, run, labeller)
+        if stage in ("all", "agent"):
+            train_agents(config, run, labeller)
+    finally:
+        if labeller is not None:
+            labeller.close()
+    if stage == "all" and config["eval"]["enabled"]:
+        from ruagent.cli.summary import evaluate_and_summarise
+
+        evaluate_and_summarise(config, run)
+    run.update_meta(status="finished")
+    print(f"run folder: {run.path}")
+    return 0

@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,9 +37,10 @@ import yaml
 from ruagent.cli import config as config_lib
 from ruagent.cli.config import ConfigError
 from ruagent.cli.run_dir import RunDir, run_path, validate_run_name
+from ruagent.cli.trial_names import params_label, value_label
 from ruagent.io import atomic_write_text
 
-__all__ = ["INSTALL_HINT", "SWEEP_KEYS", "Trial", "build_parser", "expand_trials", "is_finished", "load_sweep", "main",
+__all__ = ["INSTALL_HINT", "SWEEP_KEYS", "Trial", "build_parser", "expand_trials", "load_sweep", "main",
            "params_label", "run_sweep", "value_label"]
 
 INSTALL_HINT = 'train.py sweep runs trials on Ray Tune, which is not installed: pip install "ruagent[ray]"'
@@ -154,20 +154,6 @@ def _axis_points(axis: str, values: Any) -> list[dict[str, Any]]:
     return [dict(bundle) for bundle in values]
 
 
-def value_label(value: Any) -> str:
-    """A short file-name-safe text for one axis value."""
-    if isinstance(value, dict):
-        return "-".join(value_label(item) for item in value.values())
-    text = Path(value).stem if isinstance(value, str) and value.endswith((".yaml", ".yml")) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text.removeprefix("ruagent/")).strip("-") or "x"
-
-
-def params_label(params: Mapping[str, Any], separator: str = "_") -> str:
-    """``seed=0_risk=cvar-0.1_budget=500``: a trial's name from its axis values (last part of dotted keys)."""
-    return separator.join(f"{value_label(str(axis).rsplit('.', 1)[-1])}={value_label(value)}"
-                          for axis, value in params.items())
-
-
 def _resolve_base(base: Any, folder: Path) -> str:
     """A preset name as is; a config file beside the sweep file by its full path."""
     if not isinstance(base, str):
@@ -230,7 +216,7 @@ def run_trial(space: dict[str, Any]) -> None:
     process is writing fails the trial (:class:`ruagent.cli.run_dir.RunLockedError`, naming its PID).
     Reports the evaluation's headline estimates (``<agent>/<metric>``) to Tune.
     """
-    from ruagent.cli.train import run_stages
+    from ruagent.cli.stages import run_stages
 
     trial = space["trial"]
     path = run_path(trial["config"]["runs_dir"], trial["name"])
@@ -255,12 +241,6 @@ def run_trial(space: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- the sweep
-def is_finished(run_dir: Path) -> bool:
-    """Whether a trial's run folder went through every stage (train.py marks run.json finished)."""
-    run = RunDir(run_dir)
-    return run.meta_path.is_file() and run.read_meta().get("status") == "finished" and run.eval_path.is_file()
-
-
 def _check_resumable(trials: Sequence[Trial]) -> None:
     """A trial's existing run folder must hold the config the sweep now gives it (runs_dir aside: folders move)."""
     for trial in trials:
@@ -299,7 +279,7 @@ def run_sweep(
         raise ConfigError(f"--resume: {sweep_dir} holds no sweep.yaml, so there is no sweep to resume; drop --resume")
     trials = expand_trials(spec, folder, sweep_dir / "runs")
     _check_resumable(trials)
-    done = [trial for trial in trials if is_finished(trial.run_dir)]
+    done = [trial for trial in trials if RunDir(trial.run_dir).is_finished()]
     pending = [trial for trial in trials if trial not in done]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_path, "# ruagent sweep, as run; resume with --resume\n" + yaml.safe_dump(

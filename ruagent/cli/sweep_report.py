@@ -27,8 +27,10 @@ from rich.table import Table
 
 from ruagent import metrics
 from ruagent.cli.compare import pool_seeds, write_comparison
-from ruagent.cli.evaluate import AGENT_METRICS, BAR_METRICS
+from ruagent.cli.eval_format import AGENT_METRICS, BAR_METRICS
+from ruagent.cli.run_dir import RunDir
 from ruagent.cli.summary import SUMMARY_COLUMNS
+from ruagent.cli.trial_names import params_label
 from ruagent.io import atomic_write_text
 
 __all__ = ["SWEEP_SCHEMA", "write_report"]
@@ -37,12 +39,10 @@ SWEEP_SCHEMA = "ruagent.sweep/1"
 
 
 def _status(trial: Any, earlier: Collection[str], errors: Mapping[str, str]) -> dict[str, Any]:
-    from ruagent.cli.sweep import is_finished
-
     entry = {"name": trial.name, "params": trial.params, "run": str(trial.run_dir)}
     if trial.name in errors:
         return {**entry, "status": "failed", "error": errors[trial.name]}
-    if not is_finished(trial.run_dir):
+    if not RunDir(trial.run_dir).is_finished():
         return {**entry, "status": "incomplete"}
     return {**entry, "status": "finished earlier" if trial.name in earlier else "finished"}
 
@@ -71,8 +71,6 @@ def _groups(trials: Sequence[Any], results: Sequence[dict[str, Any]]) -> list[di
 
 
 def _group_label(params: Mapping[str, Any]) -> str:
-    from ruagent.cli.sweep import params_label
-
     return params_label(params, separator=" ") or "all"
 
 

@@ -43,7 +43,7 @@ from ruagent.cli.run_dir import (
 )
 from ruagent.io import WriteError
 
-__all__ = ["STAGES", "build_parser", "main", "run_stages"]
+__all__ = ["STAGES", "build_parser", "main"]
 
 STAGES = {
     "all": "labels, posterior fit, agent training and evaluation (the default)",
@@ -407,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run is not None:
                 run.release()
             args.stage_parser.error(str(exc))  # exits with status 2
+        from ruagent.cli.stages import run_stages
+
         return run_stages(config, run, stage, getattr(args, "reward_model", None))
     except KeyboardInterrupt:
         _close_progress_bars()
@@ -426,38 +428,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if run is not None:
             run.release()  # (a killed process's lock is dropped by the OS)
-
-
-def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: str | None = None) -> int:
-    """Run ``stage`` (``all``, ``fit-reward`` or ``agent``) of a run folder whose config.yaml is written;
-    a resumed run keeps the stage recorded in its run.json. Used by main() and by each trial of a sweep."""
-    from ruagent.cli import stages
-
-    if config["torch_threads"]:
-        import torch
-
-        # rl-zoo3 does the same on CPU: for small MLPs, thread synchronisation costs more than it gains,
-        # and on a shared machine oversubscribed threads slow every op by an order of magnitude
-        torch.set_num_threads(config["torch_threads"])
-    stage = run.read_meta().get("stage", stage)
-    stages.console.print(f"run folder: {run.path}")
-    if stage == "agent" and reward_model:
-        stages.import_reward_model(reward_model, run)
-    from ruagent.cli import factory
-
-    labeller = factory.make_web_labeller(config)  # one page for the labels before and during training
-    try:
-        if stage in ("all", "fit-reward"):
-            stages.fit_reward(config, run, labeller)
-        if stage in ("all", "agent"):
-            stages.train_agents(config, run, labeller)
-    finally:
-        if labeller is not None:
-            labeller.close()
-    if stage == "all" and config["eval"]["enabled"]:
-        from ruagent.cli.summary import evaluate_and_summarise
-
-        evaluate_and_summarise(config, run)
-    run.update_meta(status="finished")
-    print(f"run folder: {run.path}")
-    return 0

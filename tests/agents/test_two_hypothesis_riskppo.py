@@ -9,8 +9,8 @@ each has learnt to prefer, on the last 5k training steps. At that stage the agen
 balance for long yet, so the per-step reward of the side decides. The slow test trains for 50k
 steps with rl-zoo's CartPole schedule, by which the mean agent balances for the full 500 steps,
 and checks where the deterministic policy spends whole episodes (``-m slow``; the headline
-experiment's two-hypothesis run measures it over 20 seeds with a drift control, docs/results.md). The CVaR agent stays left
-but learns to balance only briefly there: its hypothesis charges −2 a step for the right, so
+experiment's two-hypothesis run measures it over 20 seeds with a drift control, docs/results.md).
+The CVaR agent stays left but learns to balance only briefly there: its hypothesis charges −2 a step for the right, so
 the exploratory hovering around the centre that teaches balancing costs it more than falling.
 """
 
