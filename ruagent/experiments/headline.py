@@ -173,9 +173,8 @@ def run_headline(
         if unknown:
             raise ValueError(f"unknown {name}(s) {unknown}; choose from {', '.join(known)}")
     runs_on = {a for t in testbeds for a in agents_for(TESTBEDS[t])}
-    idle = [a for a in agents if a not in runs_on]
-    if idle and len(idle) == len(agents):
-        raise ValueError(f"none of the agents {idle} runs on the testbeds {testbeds}; their agents: "
+    if not runs_on.intersection(agents):
+        raise ValueError(f"none of the agents {agents} runs on the testbeds {testbeds}; their agents: "
                          + "; ".join(f"{t}: {', '.join(agents_for(TESTBEDS[t]))}" for t in testbeds))
     if seeds < 1 or workers < 1 or (total_timesteps is not None and total_timesteps < 1):
         raise ValueError(f"seeds, workers and total_timesteps must be >= 1, got seeds={seeds}, workers={workers}, "

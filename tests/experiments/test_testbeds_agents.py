@@ -99,6 +99,10 @@ def test_agent_roles_map_onto_the_off_policy_family():
         resolve_algo(AGENTS["kl-ppo"], cheetah)
     assert set(agents_for(cheetah)) == {"oracle", "naive", "single", "cvar", "cvar-ppo"}
     assert "cvar-ppo" not in agents_for(lava) and "single" in agents_for(lava)
+    from ruagent.experiments.headline import run_headline
+
+    with pytest.raises(ValueError, match="none of the agents"):  # refused before any work
+        run_headline("unused", testbeds=["speed-limit-cheetah"], agents=["kl-ppo", "lcb"])
     # plan_jobs gives each testbed only the agents it takes
     jobs = plan_jobs(["lava-canonical", "speed-limit-cheetah"], ["oracle", "kl-ppo", "cvar-ppo"], [0])
     assert {(j.testbed, j.agent) for j in jobs if j.agent} == {
