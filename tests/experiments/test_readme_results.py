@@ -1,8 +1,6 @@
-"""The README's results table is what the report renders from the committed per-run files.
+"""The README's results tables are what the reports render from the committed per-run files.
 
-If this fails after new results landed, regenerate the block:
-``python -m ruagent.experiments.headline --report-only --out <folder> --update-readme --readme-block <name>``
-(the pairs are in ``BLOCKS``).
+If this fails after new results landed, regenerate every block: ``python -m ruagent.experiments.render``.
 """
 
 from __future__ import annotations
@@ -11,37 +9,39 @@ from pathlib import Path
 
 import pytest
 
-from ruagent.experiments.headline import build_report, readme_block
+from ruagent.experiments import families
 from ruagent.experiments.readme import read_block
+from ruagent.experiments.render import HEADLINE_BLOCKS, expected_blocks, main
 
 ROOT = Path(__file__).resolve().parents[2]
-#: README block name -> the results folder it is generated from (relative to the repository root)
-BLOCKS = {"headline": "results/tier1", "twohypothesis": "results/two-hypothesis",
-          "cheetah": "results/speed-limit-cheetah"}
 
 
-@pytest.mark.parametrize(("name", "folder"), BLOCKS.items())
-def test_readme_results_block_matches_the_committed_per_run_files(name: str, folder: str,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)  # the block names its folder relative to the repository root
-    runs = Path(folder, "runs")
-    assert runs.is_dir() and any(runs.glob("*/seed*/*/result.json")), (
-        f"{runs} holds no per-run result files: the README's numbers cannot be traced")
-    expected = readme_block(build_report(folder, {}), folder, name).strip()
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, str]:
+    return expected_blocks(ROOT)
+
+
+@pytest.mark.parametrize("name", [*HEADLINE_BLOCKS, families.BLOCK])
+def test_readme_results_block_matches_the_committed_per_run_files(name: str, rendered: dict[str, str]) -> None:
+    folders = [HEADLINE_BLOCKS[name]] if name in HEADLINE_BLOCKS else ["results/tier1"]
+    for folder in folders:
+        runs = ROOT / folder / "runs"
+        assert runs.is_dir() and any(runs.glob("*/seed*/*/result.json")), (
+            f"{runs} holds no per-run result files: the README's numbers cannot be traced")
     found = read_block((ROOT / "README.md").read_text(encoding="utf-8"), name).strip()
-    assert found == expected, (
-        f"README's {name} results block differs from what {folder}/runs renders; run "
-        f"python -m ruagent.experiments.headline --report-only --out {folder} --update-readme --readme-block {name}")
+    assert found == rendered[name].strip(), (
+        f"README's {name} results block differs from what the committed files render; run "
+        "python -m ruagent.experiments.render")
 
 
-def test_readme_families_block_matches_the_committed_per_run_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 15's per-family statement (tier 1 and every tier-2 folder) is rendered from their files."""
-    from ruagent.experiments.families import BLOCK, default_folders, families_block
-
-    monkeypatch.chdir(ROOT)
-    folders = default_folders()
-    assert Path("results/tier1") in folders
-    expected = families_block(folders, "python -m ruagent.experiments.families --update-readme").strip()
-    found = read_block((ROOT / "README.md").read_text(encoding="utf-8"), BLOCK).strip()
-    assert found == expected, (
-        "README's families block differs; run python -m ruagent.experiments.families --update-readme")
+def test_render_rewrites_a_stale_block_and_check_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- results:cheetah:start -->", "<!-- results:cheetah:end -->"
+    readme.write_text(text.split(start)[0] + start + "\nstale\n" + end + text.split(end)[1], encoding="utf-8")
+    monkeypatch.chdir(ROOT)  # the blocks name their folders relative to the repository root
+    assert main(["--readme", str(readme), "--check"]) == 1 and "cheetah" in capsys.readouterr().err
+    assert main(["--readme", str(readme)]) == 0
+    assert readme.read_text(encoding="utf-8") == text  # only the stale block changed, back to the committed one
+    assert main(["--readme", str(readme), "--check"]) == 0
