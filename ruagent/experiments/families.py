@@ -25,10 +25,11 @@ from ruagent.experiments.readme import update_readme
 from ruagent.experiments.report import TIME_SHARE_TESTBEDS, format_interval, headline_variant
 from ruagent.experiments.testbeds import TESTBEDS
 
-__all__ = ["BLOCK", "HEADLINE_TESTBEDS", "default_folders", "families_block", "main", "posterior_of"]
+__all__ = ["BLOCK", "COMMAND", "HEADLINE_TESTBEDS", "default_folders", "families_block", "main", "posterior_of"]
 
-#: the README block this module writes
+#: the README block this module writes, and the command the block names for regenerating it
 BLOCK = "families"
+COMMAND = "python -m ruagent.experiments.families --update-readme"
 #: the testbeds of the headline: those whose oracle passes issue 15's solvability bar (docs/results.md)
 HEADLINE_TESTBEDS = ("lava-canonical", "point-navigation", "distributional-shift-ru")
 
@@ -106,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no headline folders with results (results/tier1, results/tier2-*); run the experiment first",
               file=sys.stderr)
         return 2
-    command = "python -m ruagent.experiments.families" + (
-        "" if not args.folders else " " + " ".join(f.as_posix() for f in args.folders)) + " --update-readme"
+    command = COMMAND if not args.folders else COMMAND.replace(
+        " --update-readme", " " + " ".join(f.as_posix() for f in args.folders) + " --update-readme")
     block = families_block(folders, command)
     print(block)
     if args.update_readme:

@@ -36,7 +36,7 @@ def expected_blocks(root: str | Path = ".") -> dict[str, str]:
     blocks = {name: readme_block(build_report(Path(root, folder), {}), folder, name)
               for name, folder in HEADLINE_BLOCKS.items()}
     folders = [folder.relative_to(root) for folder in families.default_folders(root)]
-    blocks[families.BLOCK] = families.families_block(folders, "python -m ruagent.experiments.families --update-readme")
+    blocks[families.BLOCK] = families.families_block(folders, families.COMMAND)
     return blocks
 
 
@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block is out of date")
     args = parser.parse_args(argv)
     stale = []
+    text = Path(args.readme).read_text(encoding="utf-8")
     for name, block in expected_blocks().items():
         if args.check:
-            text = Path(args.readme).read_text(encoding="utf-8")
             if read_block(text, name).strip() != block.strip():
                 stale.append(name)
         elif update_readme(args.readme, name, block):
