@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +44,7 @@ from rich.table import Table
 import ruagent
 from ruagent.calibration import calibration_report, plot_reliability
 from ruagent.calibration_testbeds import CALIBRATION_TESTBEDS, testbed_groups
+from ruagent.experiments.posterior_checks import CALIBRATION_TARGETS, summarise_calibration
 from ruagent.io import atomic_write_text
 
 #: configuration -> (family, features)
@@ -54,8 +54,8 @@ MODELS = {
     "linear-transition": ("linear", "transition"),
     "linear-env": ("linear", "env"),
 }
-#: calibration targets on the hazard testbeds
-TARGETS = {"hazard_coverage_90": 0.85, "heldout_coverage_90": 0.80, "width_ratio": 0.1, "auroc_hazard": 0.95}
+#: calibration targets on the hazard testbeds (shared with the README block that summarises these runs)
+TARGETS = CALIBRATION_TARGETS
 QUICK_TESTBEDS = ("LavaWorld", "CartPole")
 
 
@@ -81,49 +81,6 @@ def run_one(testbed_name: str, model_name: str, seed: int, n_labels: int, groups
         env.close()
     return {"testbed": testbed_name, "model": model_name, "seed": seed, "n_labels": n_labels,
             "fit_seconds": round(fit_s, 2), "report": report}
-
-
-def _group_value(report: dict, group: str, key: str) -> float | None:
-    entry = report["groups"].get(group)
-    return None if entry is None or entry.get(key) is None else float(entry[key])
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """(testbed/model) -> means over seeds of the headline figures, and the verdict."""
-    summary: dict[str, dict[str, Any]] = {}
-    for key in dict.fromkeys(f"{r['testbed']}/{r['model']}" for r in runs):
-        testbed_name, model_name = key.split("/")
-        reports = [r["report"] for r in runs if r["testbed"] == testbed_name and r["model"] == model_name]
-        testbed = CALIBRATION_TESTBEDS[testbed_name]
-        figures: dict[str, Any] = {"seeds": len(reports)}
-        for group in reports[0]["groups"]:
-            for metric in ("coverage_50", "coverage_90", "width_50", "width_90", "gaussian_coverage_90", "nll",
-                           "auroc_vs_reference"):
-                values = [_group_value(report, group, metric) for report in reports]
-                values = [v for v in values if v is not None]
-                figures[f"{group}_{metric}"] = round(float(np.mean(values)), 4) if values else None
-            spreads = [r["groups"][group]["spread"]["mean"] for r in reports if r["groups"][group]["spread"]]
-            figures[f"{group}_spread_mean"] = round(float(np.mean(spreads)), 4) if spreads else None
-        figures["fit_seconds"] = round(float(np.mean([r["fit_seconds"] for r in runs
-                                                      if f"{r['testbed']}/{r['model']}" == key])), 2)
-        if testbed.hazard:
-            hazard_width = figures.get("hazard_width_90")
-            ratio = (figures["heldout_width_90"] / hazard_width) if hazard_width else float("inf")
-            figures["width_ratio"] = round(ratio, 4)
-            checks = {
-                "hazard_coverage_90": (figures.get("hazard_coverage_90") or 0.0) >= TARGETS["hazard_coverage_90"],
-                "heldout_coverage_90": figures["heldout_coverage_90"] >= TARGETS["heldout_coverage_90"],
-                "width_ratio": ratio <= TARGETS["width_ratio"],
-                "auroc_hazard": (figures.get("hazard_auroc_vs_reference") or 0.0) >= TARGETS["auroc_hazard"],
-            }
-            figures["failed"] = [name for name, ok in checks.items() if not ok]
-            figures["verdict"] = "PASS" if not figures["failed"] else "FAIL"
-        else:
-            figures["verdict"] = None
-        if testbed.note:
-            figures["note"] = testbed.note
-        summary[key] = figures
-    return summary
 
 
 def _pair(coverage: float | None, width: float | None) -> str:
@@ -209,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     plot_reliability(run["report"], args.out / f"reliability_{testbed_name}_{model_name}.png",
                                      title=f"{testbed_name}, {model_name}, seed {seed}, {n_labels} labels")
     wall_s = time.perf_counter() - started
-    summary = summarise(runs)
+    summary = summarise_calibration(runs)
     result = {
         "config": {"testbeds": testbeds, "models": args.models, "seeds": seeds, "labels": n_labels,
                    "quick": args.quick, "prior_reward_scale": args.prior_reward_scale,

@@ -28,13 +28,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
+
+from ruagent.experiments.posterior_checks import RISK_AGENT_ROLES as AGENTS
+from ruagent.experiments.posterior_checks import summarise_risk_agents
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENTS = ("risk", "mean")
 
 
 def run_one(family: str, features: str, seed: int, out: Path, timesteps: int | None) -> Path:
@@ -80,36 +80,10 @@ def _environ() -> dict[str, str]:
     return dict(os.environ)
 
 
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """Wilson score 95 % interval of a rate (stays inside [0, 1])."""
-    result = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(result.low), float(result.high)
-
-
-def iqm(values: list[float]) -> float:
-    return float(stats.trim_mean(np.asarray(values, dtype=float), 0.25))
-
-
 def summarise(out: Path) -> dict:
-    summary: dict[str, dict] = {}
-    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
-        if not records:
-            continue
-        entry: dict[str, dict] = {"seeds": [r["seed"] for r in records]}
-        for agent in AGENTS:
-            entered = [int(np.max(r["agents"][agent]["side_effect_rate"]) > 0) for r in records]
-            returns = [float(np.mean(r["agents"][agent]["true_return"])) for r in records]
-            entry[agent] = {
-                "seeds_entering_lava": int(sum(entered)),
-                "n_seeds": len(records),
-                "lava_seed_rate_ci95": wilson(int(sum(entered)), len(records)),
-                "true_return_iqm": iqm(returns),
-                "true_return_per_seed": returns,
-                "episode_length_mean": float(np.mean([np.mean(r["agents"][agent]["episode_length"]) for r in records])),
-            }
-        entry["wall_s_median"] = float(np.median([r["wall_s"] for r in records]))
-        summary[folder.name] = entry
+    """The per-configuration summary (:func:`ruagent.experiments.posterior_checks.summarise_risk_agents`),
+    also written to ``<out>/summary.json``."""
+    summary = summarise_risk_agents(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -30,12 +30,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from scipy import stats
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import ruagent
+from ruagent.experiments.posterior_checks import summarise_uncertainty_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LABELS = 2_000
@@ -106,27 +106,9 @@ def run_one(name: str, agent: str, seed: int, out: Path) -> Path:
 
 
 def summarise(out: Path) -> dict:
-    summary = {}
-    for name in SETTINGS:
-        folder = out / name
-        paths = folder.glob("cvar-seed*.json") if folder.is_dir() else []
-        seeds = sorted({int(p.stem.split("seed")[1]) for p in paths})
-        scores, rows = [], []
-        for seed in seeds:
-            paths = {a: folder / f"{a}-seed{seed}.json" for a in ("cvar", "oracle", "random")}
-            if not all(p.is_file() for p in paths.values()):
-                continue
-            r = {a: json.loads(p.read_text())["true_return"] for a, p in paths.items()}
-            score = (r["cvar"] - r["random"]) / (r["oracle"] - r["random"])
-            scores.append(score)
-            rows.append({"seed": seed, **r, "normalised": score})
-        if not scores:
-            continue
-        values = np.asarray(scores)
-        interval = stats.bootstrap((values,), lambda x, axis: stats.trim_mean(x, 0.25, axis=axis), method="percentile",
-                                   n_resamples=2000, rng=np.random.default_rng(0)).confidence_interval
-        summary[name] = {"normalised_iqm": float(stats.trim_mean(values, 0.25)),
-                         "ci95": [float(interval.low), float(interval.high)], "per_seed": rows}
+    """The per-env summary (:func:`ruagent.experiments.posterior_checks.summarise_uncertainty_cost`), also
+    written to ``<out>/summary.json``."""
+    summary = summarise_uncertainty_cost(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -18,6 +18,8 @@ experiment protocol, docs/cli.md):
 ``kl-ppo``         :class:`ruagent.agents.KLPPO` on the posterior mean − β·KL(π ‖ π_ref) per step,
                    π_ref the ``reference`` agent's policy (the ``oracle``'s where the training and
                    deployment variants coincide), β from ``klppo.yaml`` (chosen on the training variant)
+``kl-ppo-<β>``     KL-PPO with β fixed to another value (tier 3's sweep: ``kl-ppo-0.01``, ``kl-ppo-0.1``,
+                   ``kl-ppo-10``): was KL-PPO's failure a matter of β?
 ``single``         one reward model: PPO on the reward of a K = 1 posterior (the usual reward-learning
                    pipeline, a point estimate that extrapolates with full confidence)
 ``cvar-ppo``       RiskPPO CVaR_α on a testbed whose other agents are off-policy (RiskPPO beside RiskSAC)
@@ -52,8 +54,11 @@ from ruagent.experiments.testbeds import TestbedSpec, make_env
 
 __all__ = [
     "AGENTS",
+    "DEFAULT_RUN_AGENTS",
+    "KL_SWEEP",
     "TIER1_AGENTS",
     "TIER2_AGENTS",
+    "TIER3_AGENTS",
     "AgentSpec",
     "agents_for",
     "build_agent",
@@ -80,6 +85,8 @@ class AgentSpec:
     :param n_members: K of the agent's own posterior (fitted on the same labels, same seed); None: the
         testbed's posterior.
     :param family: the agent family it always uses (``"ppo"``: ``cvar-ppo``); None: the testbed's.
+    :param algo_kwargs: settings that override the testbed's committed hyperparameters for this agent
+        (``{"kl_coef": 10.0}``: the KL sweep).
     """
 
     name: str
@@ -92,6 +99,7 @@ class AgentSpec:
     train_variant: str = "deploy"
     n_members: int | None = None
     family: str | None = None
+    algo_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.algo not in ("ppo", "riskppo", "klppo"):
@@ -106,10 +114,15 @@ class AgentSpec:
             raise ValueError(f"agent {self.name!r}: family must be None, 'ppo' or 'sac', got {self.family!r}")
         if self.n_members is not None and (self.n_members < 1 or self.mode is None):
             raise ValueError(f"agent {self.name!r}: n_members needs a posterior (set mode) and must be >= 1")
+        if "kl_coef" in self.algo_kwargs and self.algo != "klppo":
+            raise ValueError(f"agent {self.name!r}: kl_coef is KL-PPO's setting (algo='klppo'), not {self.algo!r}'s")
 
 
 #: PG-BROIL's defaults.
 BROIL_LAMBDA, RISK_ALPHA = 0.5, 0.05
+#: tier 3's KL coefficients beside klppo.yaml's chosen one (1.0 on the headline testbeds, the upper end of
+#: the selection grid: 10 asks whether a still larger β would have helped)
+KL_SWEEP = (0.01, 0.1, 10.0)
 
 AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     AgentSpec("oracle", "ppo", None, "PPO on the true reward (no wrapper): upper reference"),
@@ -132,16 +145,23 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
               "agents)", risk="cvar", risk_kwargs={"alpha": RISK_ALPHA}, family="ppo"),
     AgentSpec("drift", "ppo", None, "PPO on the control env's reward (side-indifferent CartPole): the drift "
               "control", train_variant="control"),
+    *(AgentSpec(f"kl-ppo-{beta:g}", "klppo", "mean", f"KL-PPO with beta = {beta:g} (tier 3's sweep)",
+                algo_kwargs={"kl_coef": beta}) for beta in KL_SWEEP),
 )}
 
 #: issue 15's tier 1 (the default posterior, every testbed); kl-ppo also runs its reference
 TIER1_AGENTS = ("oracle", "naive", "cvar", "worst", "lcb", "kl-ppo", "sample")
 #: tier 2 (the posterior family x features sweep)
 TIER2_AGENTS = ("naive", "cvar")
+#: tier 3 (BROIL and the KL coefficient sweep, beside the mean agent, CVaR and the chosen β)
+TIER3_AGENTS = ("naive", "cvar", "broil", "kl-ppo", *(f"kl-ppo-{beta:g}" for beta in KL_SWEEP))
 
 
 #: the agents of an on-policy testbed that does not list its own (``drift`` joins where there is a control env)
 _DEFAULT_AGENTS = tuple(name for name in AGENTS if name not in ("cvar-ppo", "drift"))
+#: the agents a run trains when none are named: all but the sweep variants (``algo_kwargs``), which run
+#: only when named (tier 3)
+DEFAULT_RUN_AGENTS = tuple(name for name, spec in AGENTS.items() if not spec.algo_kwargs)
 
 
 def agents_for(testbed: TestbedSpec) -> tuple[str, ...]:

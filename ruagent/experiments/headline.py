@@ -51,7 +51,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ruagent.experiments.agents import AGENTS, agents_for
+from ruagent.experiments.agents import AGENTS, DEFAULT_RUN_AGENTS, agents_for
 from ruagent.experiments.figures import draw_figures
 from ruagent.experiments.readme import results_block, update_readme
 from ruagent.experiments.report import aggregate, check_hopes, load_results, markdown_table
@@ -150,7 +150,8 @@ def run_headline(
     :param seeds: seeds 0..seeds-1 per testbed and agent.
     :param testbeds: keys of :data:`ruagent.experiments.testbeds.TESTBEDS` (by default those with
         ``in_default_run``: all but the MuJoCo one).
-    :param agents: keys of :data:`ruagent.experiments.agents.AGENTS` (all by default); each testbed runs
+    :param agents: keys of :data:`ruagent.experiments.agents.AGENTS` (by default ``DEFAULT_RUN_AGENTS``: all but the
+        KL sweep's variants); each testbed runs
         those of them that it takes (``agents.agents_for``).
     :param tiny: the test suite's budget (every file, no science).
     :param workers: processes running jobs in parallel; 1 runs them in this process.
@@ -167,7 +168,7 @@ def run_headline(
         raise ValueError(f"unknown posterior {posterior!r}; choose from {', '.join(POSTERIORS)}")
     testbeds = list(testbeds or [t for t, spec in TESTBEDS.items() if spec.in_default_run
                                  and (posterior is None or spec.posterior != "two_hypothesis")])
-    agents = list(agents or AGENTS)
+    agents = list(agents or DEFAULT_RUN_AGENTS)
     for name, chosen, known in (("testbed", testbeds, TESTBEDS), ("agent", agents, AGENTS)):
         unknown = [c for c in chosen if c not in known]
         if unknown:
@@ -298,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"testbeds to run (default: {', '.join(default_testbeds)}; also: {', '.join(others)}, "
                              "only when named)")
     parser.add_argument("--agents", nargs="+", choices=list(AGENTS), metavar="AGENT",
-                        help=f"agents to train (default all: {', '.join(AGENTS)}); each testbed runs the ones it "
+                        help=f"agents to train (default: {', '.join(DEFAULT_RUN_AGENTS)}; the KL sweep's "
+                             f"{', '.join(a for a in AGENTS if a not in DEFAULT_RUN_AGENTS)} only when named); "
+                             "each testbed runs the ones it "
                              "takes (speed-limit-cheetah: " + ", ".join(agents_for(TESTBEDS["speed-limit-cheetah"]))
                              + ")")
     parser.add_argument("--workers", type=int, default=2, help="parallel job processes (default 2; 1: in-process)")

@@ -199,7 +199,7 @@ def _agent_result(testbed: TestbedSpec, job: Job, reward_model: Any, budget: Bud
     agent = AGENTS[job.agent]
     algo = resolve_algo(agent, testbed)
     venv = make_training_env(testbed, agent, reward_model, job.seed)
-    hyperparams = budget.hyperparams(testbed, algo)
+    hyperparams = {**budget.hyperparams(testbed, algo), **agent.algo_kwargs}
     model = build_agent(agent, venv, hyperparams, job.seed, ref_policy=ref_policy, algo=algo)
     total = budget.timesteps(testbed)
     curve_env = make_env(testbed, testbed.deploy_kwargs)

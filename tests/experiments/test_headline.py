@@ -170,3 +170,13 @@ def test_cli_refuses_unknown_names_and_empty_report(tmp_path: Path, capsys: pyte
     assert "run the experiment first" in capsys.readouterr().err
     with pytest.raises(ValueError, match="choose from"):
         run_headline(tmp_path, testbeds=["lava-world"], tiny=True)
+
+
+def test_a_sweep_agent_overrides_the_committed_kl_coefficient(tiny_run: tuple[Path, dict]) -> None:
+    from ruagent.experiments.testbeds import load_hyperparams
+
+    out, _ = tiny_run
+    result = json.loads(run_job(Job("lava-canonical", 0, "kl-ppo-10"), out, Budget(tiny=True)).read_text())
+    assert result["algo"] == "klppo"
+    assert result["hyperparams"]["kl_coef"] == 10.0 != load_hyperparams("klppo", "lava-canonical")["kl_coef"]
+    assert (out / "runs" / "lava-canonical" / "seed0" / "reference" / "result.json").is_file()  # its π_ref ran first

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ruagent.experiments import families
+from ruagent.experiments import families, posterior_checks
 from ruagent.experiments.readme import read_block
 from ruagent.experiments.render import HEADLINE_BLOCKS, expected_blocks, main
 
@@ -21,13 +21,23 @@ def rendered() -> dict[str, str]:
     return expected_blocks(ROOT)
 
 
-@pytest.mark.parametrize("name", [*HEADLINE_BLOCKS, families.BLOCK])
+#: per block, the committed per-run files its numbers come from (one glob per source folder)
+SOURCES = {
+    **{name: [f"{folder}/runs/*/seed*/*/result.json"] for name, folder in HEADLINE_BLOCKS.items()},
+    families.BLOCK: ["results/tier1/runs/*/seed*/*/result.json"],
+    posterior_checks.BLOCK: ["results/calibration/runs/*.json", "results/calibration-declared/runs/*.json",
+                             "results/risk_agents/*/seed*.json", "results/uncertainty_cost/*/cvar-seed*.json"],
+}
+
+
+def test_every_rendered_block_is_checked(rendered: dict[str, str]) -> None:
+    assert set(SOURCES) == set(rendered)
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
 def test_readme_results_block_matches_the_committed_per_run_files(name: str, rendered: dict[str, str]) -> None:
-    folders = [HEADLINE_BLOCKS[name]] if name in HEADLINE_BLOCKS else ["results/tier1"]
-    for folder in folders:
-        runs = ROOT / folder / "runs"
-        assert runs.is_dir() and any(runs.glob("*/seed*/*/result.json")), (
-            f"{runs} holds no per-run result files: the README's numbers cannot be traced")
+    for pattern in SOURCES[name]:
+        assert any(ROOT.glob(pattern)), f"no file matches {pattern}: the README's numbers cannot be traced"
     found = read_block((ROOT / "README.md").read_text(encoding="utf-8"), name).strip()
     assert found == rendered[name].strip(), (
         f"README's {name} results block differs from what the committed files render; run "

@@ -11,7 +11,17 @@ import pytest
 import torch
 
 from ruagent.experiments import kl_selection, solvability
-from ruagent.experiments.agents import AGENTS, TIER1_AGENTS, agents_for, reference_agent, resolve_algo
+from ruagent.experiments.agents import (
+    AGENTS,
+    DEFAULT_RUN_AGENTS,
+    KL_SWEEP,
+    TIER1_AGENTS,
+    TIER3_AGENTS,
+    AgentSpec,
+    agents_for,
+    reference_agent,
+    resolve_algo,
+)
 from ruagent.experiments.headline import plan_jobs
 from ruagent.experiments.runner import Budget, Job, run_job
 from ruagent.experiments.testbeds import (
@@ -31,6 +41,18 @@ def test_tier_one_is_issue_15s_agent_list_and_every_agent_has_a_spec():
     assert set(TIER1_AGENTS) <= set(AGENTS)
     assert (AGENTS["kl-ppo"].algo, AGENTS["kl-ppo"].mode) == ("klppo", "mean")
     assert (AGENTS["sample"].mode, AGENTS["reference"].train_variant) == ("sample", "label")
+
+
+def test_tier_three_sweeps_kl_around_the_chosen_beta_and_runs_only_when_named():
+    assert set(TIER3_AGENTS) <= set(AGENTS) and {"broil", "kl-ppo", "naive"} <= set(TIER3_AGENTS)
+    sweep = [AGENTS[f"kl-ppo-{beta:g}"] for beta in KL_SWEEP]
+    assert [spec.algo_kwargs["kl_coef"] for spec in sweep] == list(KL_SWEEP) and 1.0 not in KL_SWEEP
+    assert all(spec.algo == "klppo" for spec in sweep)
+    assert not {spec.name for spec in sweep} & set(DEFAULT_RUN_AGENTS)
+    assert set(TIER1_AGENTS) <= set(DEFAULT_RUN_AGENTS)
+    assert all(spec.name in agents_for(TESTBEDS["lava-canonical"]) for spec in sweep)  # runnable when named
+    with pytest.raises(ValueError, match="kl_coef is KL-PPO's setting"):
+        AgentSpec("bad", "ppo", "mean", "PPO with a KL setting", algo_kwargs={"kl_coef": 1.0})
 
 
 def test_kl_ppos_reference_is_trained_in_the_labelling_variant():
