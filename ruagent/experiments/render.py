@@ -4,8 +4,9 @@
 
 Renders, without training, each headline folder's block (:data:`HEADLINE_BLOCKS`: block name ->
 folder, through :func:`ruagent.experiments.headline.readme_block`), the per-family table
-(:mod:`ruagent.experiments.families`) and the posterior checks (:mod:`ruagent.experiments.posterior_checks`:
-calibration, risk agents, uncertainty cost), and rewrites them in the README; ``--check`` writes nothing
+(:mod:`ruagent.experiments.families`), the posterior checks (:mod:`ruagent.experiments.posterior_checks`:
+calibration, risk agents, uncertainty cost) and preference-based RL on MuJoCo (:mod:`ruagent.experiments.pbrl`),
+and rewrites them in the README; ``--check`` writes nothing
 and exits 1 if any block differs (what ``tests/experiments/test_readme_results.py`` asserts). Each
 folder's ``table.md``, ``table.json`` and figures come from ``python -m ruagent.experiments.headline
 --report-only --out <folder>``.
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ruagent.experiments import families, posterior_checks
+from ruagent.experiments import families, pbrl, posterior_checks
 from ruagent.experiments.headline import build_report, readme_block
 from ruagent.experiments.readme import read_block, update_readme
 
@@ -39,6 +40,7 @@ def expected_blocks(root: str | Path = ".") -> dict[str, str]:
     folders = [folder.relative_to(root) for folder in families.default_folders(root)]
     blocks[families.BLOCK] = families.families_block(folders, families.COMMAND)
     blocks[posterior_checks.BLOCK] = posterior_checks.posteriors_block(root)
+    blocks[pbrl.BLOCK] = pbrl.pbrl_block(root)
     return blocks
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 
+import gymnasium as gym
 import pytest
 import yaml
 
@@ -35,7 +36,10 @@ def _preset_param(name: str):
     from ruagent.envs.registration import EXTRAS
 
     env_id = config_lib.load_config_file(name).get("env", {}).get("id", "")
-    extra = EXTRAS.get(env_id.split("/")[-1].split("-")[0]) if env_id.startswith("ruagent/") else None
+    if env_id.startswith("ruagent/"):
+        extra = EXTRAS.get(env_id.split("/")[-1].split("-")[0])
+    else:  # Gymnasium's own MuJoCo envs (HalfCheetah-v5, Hopper-v5) need the extra too
+        extra = "mujoco" if str(gym.spec(env_id).entry_point).startswith("gymnasium.envs.mujoco") else None
     missing = extra is not None and importlib.util.find_spec(extra) is None
     return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"needs pip install 'ruagent[{extra}]'"))
 

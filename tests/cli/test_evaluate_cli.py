@@ -282,3 +282,19 @@ def test_agents_load_without_running_pickled_code_from_their_zip(tiny_run, tmp_p
     assert all(np.array_equal(saved[name].numpy(), value.numpy()) for name, value in loaded.policy.state_dict().items())
     with pytest.raises(ValueError, match="not described by the run's config"):
         _load_agent(copy, "stranger", config)
+
+
+def test_no_trajectory_plot_where_the_camera_follows_the_agent():
+    from ruagent.cli.evaluate import _follows_the_agent, _render
+
+    lava = gym.make("ruagent/LavaWorld-v0", variant="test")
+    assert not _follows_the_agent(lava)
+    pytest.importorskip("mujoco")
+    cheetah = gym.make("ruagent/SpeedLimitCheetah-v0", variant="test")  # a subclass of HalfCheetahEnv
+    assert _follows_the_agent(cheetah) and _follows_the_agent(gym.make("Hopper-v5"))
+
+    class NeverCalled:
+        def predict(self, *args, **kwargs):
+            raise AssertionError("rendered an episode of a MuJoCo env")
+
+    assert _render("Hopper-v5", {}, {"env": {"max_episode_steps": None}}, NeverCalled(), 2, 0) == ([], None)

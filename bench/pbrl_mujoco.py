@@ -1,0 +1,113 @@
+"""Preference-based RL on HalfCheetah-v5 and Hopper-v5 from at most 1,000 synthetic preferences (issue 16).
+
+    python bench/pbrl_mujoco.py [--envs HalfCheetah-v5 Hopper-v5] [--seeds 0 1 2 3 4] [--timesteps 50000]
+                                [--set KEY=VALUE ...] [--out results/pbrl-mujoco] [--max-hours H] [--report-only]
+
+For each env and seed this runs ``python train.py --config pbrl_mujoco --env <id> --seed <s>`` exactly as a
+user would (the preset's header says what it trains: RiskSAC with ``risk="mean"`` over a K = 10 ensemble
+learnt from preferences, PEBBLE's relabelled replay buffer, and SAC on the true reward at the same budget)
+and keeps the run's evaluation as ``<out>/<env>/seed<N>.json``: per agent the true return and episode
+length of each evaluation episode, the preferences answered, the steps, and the run's CPU and wall seconds.
+Finished runs are skipped, so the command is resumable; ``--max-hours`` starts no run after that many hours.
+The summary (B-Pref's normalised return, IQM over seeds with a bootstrap interval) is
+:func:`ruagent.experiments.pbrl.summarise_pbrl`; the README block is rendered from the same files by
+``python -m ruagent.experiments.render``. The last stdout line is the summary as JSON. Needs the mujoco
+extra (``pip install -e ".[mujoco]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ruagent.experiments.pbrl import ORACLE_AGENT, PBRL_AGENT, read_runs, summarise_pbrl
+from ruagent.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ("HalfCheetah-v5", "Hopper-v5")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(env_id: str, seed: int, out: Path, timesteps: int | None, overrides: list[str] | None = None) -> Path:
+    """One train.py run in a scratch runs folder; its evaluation -> ``<out>/<env_id>/seed<seed>.json``.
+    ``overrides``: train.py ``--set`` items (``labels.budget=200``), recorded in the file's command."""
+    target = out / env_id / f"seed{seed}.json"
+    if target.is_file():
+        return target
+    command = [sys.executable, str(ROOT / "train.py"), "--config", "pbrl_mujoco", "--env", env_id, "--seed", str(seed),
+               "--name", "run", "--no-progress"]
+    if timesteps is not None:
+        command += ["--total-timesteps", str(timesteps)]
+    if overrides:
+        command += ["--set", *overrides]
+    with tempfile.TemporaryDirectory() as runs:
+        started, cpu_before = time.perf_counter(), _children_cpu_seconds()
+        environ = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        done = subprocess.run([*command, "--runs-dir", runs], cwd=ROOT, capture_output=True, text=True, env=environ)
+        wall, cpu = time.perf_counter() - started, _children_cpu_seconds() - cpu_before
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        run = Path(runs) / "run"
+        evaluation = json.loads((run / "eval.json").read_text())
+        with np.load(run / "labels" / "preferences.npz", allow_pickle=False) as session:
+            preferences = int(session["labels"].shape[0])
+        steps = int(yaml.safe_load((run / "config.yaml").read_text())["agent"]["total_timesteps"])
+    record = {
+        "env_id": env_id, "seed": seed, "command": " ".join(["python", "train.py", *command[2:]]),
+        "preferences": preferences,
+        "timesteps": steps, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+        "agents": {
+            agent: {key: evaluation["agents"][agent]["per_episode"][key] for key in ("true_return", "episode_length")}
+            for agent in (PBRL_AGENT, ORACLE_AGENT)
+        },
+    }
+    atomic_write_text(target, json.dumps(record, indent=1) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(ENVS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
+    parser.add_argument("--timesteps", type=int, default=None, help="steps per agent (default: the preset's 50,000)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "pbrl-mujoco")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="train.py config overrides for every run (e.g. labels.budget=500)")
+    parser.add_argument("--max-hours", type=float, default=None, help="start no run after this many hours")
+    parser.add_argument("--report-only", action="store_true", help="summarise the files already there; train nothing")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        deadline = None if args.max_hours is None else time.monotonic() + 3600.0 * args.max_hours
+        # seed-major: an interrupted run has every env on its early seeds
+        for seed, env_id in ((seed, env_id) for seed in args.seeds for env_id in args.envs):
+            if deadline is not None and time.monotonic() > deadline:
+                print("--max-hours reached: rerun the same command to continue", flush=True)
+                break
+            path = run_one(env_id, seed, args.out, args.timesteps, args.overrides)
+            print(f"done {path.relative_to(args.out)}", flush=True)
+    summary = {env_id: summarise_pbrl(records) for env_id, records in read_runs(args.out).items()} \
+        if args.out.is_dir() else {}
+    for env_id, entry in summary.items():
+        ratio = entry["normalised_return"]
+        print(f"{env_id}: seeds {entry['seeds']}, normalised return IQM "
+              + (f"{ratio['estimate']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]" if ratio else "n/a"), flush=True)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
