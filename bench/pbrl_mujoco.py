@@ -8,7 +8,8 @@ user would (the preset's header says what it trains: RiskSAC with ``risk="mean"`
 learnt from preferences, PEBBLE's relabelled replay buffer, and SAC on the true reward at the same budget)
 and keeps the run's evaluation as ``<out>/<env>/seed<N>.json``: per agent the true return and episode
 length of each evaluation episode, the preferences answered, the steps, and the run's CPU and wall seconds.
-Finished runs are skipped, so the command is resumable; ``--max-hours`` starts no run after that many hours.
+Finished runs are skipped, so the command is resumable; ``--max-hours`` starts no run after that many hours,
+and SIGTERM (``kill <pid>``) lets the running one finish and starts no other.
 The summary (B-Pref's normalised return, IQM over seeds with a bootstrap interval) is
 :func:`ruagent.experiments.pbrl.summarise_pbrl`; the README block is rendered from the same files by
 ``python -m ruagent.experiments.render``. The last stdout line is the summary as JSON. Needs the mujoco
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.report_only:
         deadline = None if args.max_hours is None else time.monotonic() + 3600.0 * args.max_hours
+        stop = []  # SIGTERM (kill <pid>): finish the running train.py, start no other
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
         # seed-major: an interrupted run has every env on its early seeds
         for seed, env_id in ((seed, env_id) for seed in args.seeds for env_id in args.envs):
-            if deadline is not None and time.monotonic() > deadline:
-                print("--max-hours reached: rerun the same command to continue", flush=True)
+            if stop or (deadline is not None and time.monotonic() > deadline):
+                print(f"{'SIGTERM' if stop else '--max-hours'}: stopped; rerun the same command to continue",
+                      flush=True)
                 break
             path = run_one(env_id, seed, args.out, args.timesteps, args.overrides)
             print(f"done {path.relative_to(args.out)}", flush=True)

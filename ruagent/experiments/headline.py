@@ -26,7 +26,8 @@ Jobs run in a process pool (``--workers``, one torch thread each: on a few cores
 SubprocVecEnv), seed-major, so a run stopped early has every testbed at its first seeds.
 Results are written atomically as jobs finish and the table is refreshed along the way;
 rerunning the same command skips finished jobs (resume), ``--max-hours`` starts no job after
-that many hours so a long run goes in chunks (exit status 3 while jobs are left), and
+that many hours so a long run goes in chunks (exit status 3 while jobs are left), SIGTERM (``kill
+<pid>``) does the same at once (the running jobs finish and the chunk is recorded), and
 ``--report-only`` rebuilds the table and figures from the JSON files that exist, so a fresh clone
 re-renders every published number without training; ``--update-readme`` rewrites the README's
 generated results block (:mod:`ruagent.experiments.readme`). ``--tiny`` is the test suite's budget: it produces every
@@ -36,14 +37,17 @@ file in seconds and says nothing about the science.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -200,8 +204,8 @@ def run_headline(
     with open(out / "headline.log", "a", encoding="utf-8") as log, tqdm(
         total=len(jobs), initial=len(jobs) - len(pending), desc="headline jobs", disable=not progress_bar,
         dynamic_ncols=True,
-    ) as bar:
-        for job, error in _execute(pending, out, budget, workers, deadline):
+    ) as bar, _stop_on_sigterm() as stop:
+        for job, error in _execute(pending, out, budget, workers, deadline, stop):
             ran += 1
             if error is not None:
                 run_info["failed"].append({"job": str(job), "error": error.splitlines()[-1]})
@@ -216,15 +220,40 @@ def run_headline(
     run_info["wall_seconds"] = time.perf_counter() - started
     run_info["jobs_finished"] = sum(job.result_path(out).is_file() for job in jobs)
     unfinished = len(jobs) - run_info["jobs_finished"]
-    run_info["stopped_at_budget"] = bool(deadline is not None and ran < len(pending))
+    run_info["stopped_at_budget"] = bool(deadline is not None and ran < len(pending) and not stop.is_set())
+    if stop.is_set():
+        stopped = "SIGTERM (the running jobs finished, none started after it)"
+    else:
+        stopped = "max-hours" if run_info["stopped_at_budget"] else "all jobs tried"
     append_chunk(out, {
         "started": run_info["started"], "wall_seconds": round(run_info["wall_seconds"], 1),
         "max_hours": max_hours, "workers": workers, "jobs_run": ran, "jobs_failed": len(run_info["failed"]),
         "jobs_finished": run_info["jobs_finished"], "jobs_total": len(jobs), "jobs_left": unfinished,
-        "stopped": "max-hours" if run_info["stopped_at_budget"] else "all jobs tried",
-        "command": run_info["command"], "machine": run_info["machine"],
+        "stopped": stopped, "command": run_info["command"], "machine": run_info["machine"],
     })
     return write_report(out, run_info, figures=True)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event that SIGTERM sets while the block runs (in the main thread; elsewhere it is never set), so
+    ``kill <pid>`` ends a chunk the way ``--max-hours`` does instead of losing its running jobs and record."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            print("SIGTERM: no new job starts; the running ones finish, then the chunk is recorded", file=sys.stderr,
+                  flush=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def append_chunk(out: str | Path, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -244,12 +273,13 @@ def read_chunks(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int, deadline: float | None = None):
+def _execute(jobs: list[Job], out: Path, budget: Budget, workers: int, deadline: float | None = None,
+             stop: threading.Event | None = None):
     """Yield ``(job, None)`` for each job as it finishes, ``(job, traceback)`` if it failed;
     a failed job never stops the others (a partial table beats none). No job starts after
-    ``deadline`` (a ``time.perf_counter`` value); the running ones finish."""
+    ``deadline`` (a ``time.perf_counter`` value) or once ``stop`` is set; the running ones finish."""
     def time_left() -> bool:
-        return deadline is None or time.perf_counter() < deadline
+        return (deadline is None or time.perf_counter() < deadline) and not (stop is not None and stop.is_set())
 
     if workers == 1:
         _init_worker()

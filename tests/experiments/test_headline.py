@@ -180,3 +180,26 @@ def test_a_sweep_agent_overrides_the_committed_kl_coefficient(tiny_run: tuple[Pa
     assert result["algo"] == "klppo"
     assert result["hyperparams"]["kl_coef"] == 10.0 != load_hyperparams("klppo", "lava-canonical")["kl_coef"]
     assert (out / "runs" / "lava-canonical" / "seed0" / "reference" / "result.json").is_file()  # its π_ref ran first
+
+
+def test_sigterm_ends_the_chunk_after_the_running_job_and_records_it(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    from ruagent.experiments import headline
+
+    ran = []
+
+    def run_then_terminate(job, out, budget):
+        ran.append(job)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill <pid>` would, while this job runs
+        return job.result_path(out)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(headline, "run_job", run_then_terminate)
+    headline.run_headline(tmp_path, seeds=2, testbeds=["lava-canonical"], agents=["naive"], tiny=True, workers=1,
+                          progress_bar=False)
+    assert len(ran) == 1  # the job that was running finished; none of the three others started
+    (chunk,) = headline.read_chunks(tmp_path)
+    assert chunk["stopped"].startswith("SIGTERM") and chunk["jobs_run"] == 1 and chunk["jobs_left"] == 4
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
