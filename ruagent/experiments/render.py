@@ -28,6 +28,7 @@ __all__ = ["HEADLINE_BLOCKS", "expected_blocks", "main"]
 #: README block -> the headline folder it is rendered from (relative to the repository root)
 HEADLINE_BLOCKS = {
     "headline": "results/tier1",
+    "tier3": "results/tier3",
     "twohypothesis": "results/two-hypothesis",
     "cheetah": "results/speed-limit-cheetah",
 }
