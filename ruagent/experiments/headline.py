@@ -114,6 +114,19 @@ def write_report(out: str | Path, run_info: dict[str, Any], figures: bool = True
     return report
 
 
+def rewrite_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """``--report-only``: rewrite ``table.json``, ``table.md`` and the figures of ``out`` from its per-run files,
+    keeping what the previous ``table.json`` recorded about the run (its command, machine, budgets)."""
+    previous = Path(out, "table.json")
+    info = json.loads(previous.read_text()) if previous.is_file() else {}
+    keep = ("command", "machine", "tiny", "seeds", "testbeds", "agents", "total_timesteps", "started", "jobs_total",
+            "jobs_finished", "failed", "wall_seconds")
+    finished = len(list(Path(out, "runs").glob("*/seed*/posterior.json")))
+    finished += len(list(Path(out, "runs").glob("*/seed*/*/result.json")))
+    return write_report(out, {k: info.get(k) for k in keep}
+                        | {"command": info.get("command", command), "jobs_finished": finished})
+
+
 def readme_block(report: dict[str, Any], out: str | Path, name: str = "headline") -> str:
     """The README block (:func:`ruagent.experiments.readme.results_block`) of the report of ``out``;
     ``name`` is the block's (the command that regenerates it names it where it is not ``headline``)."""
@@ -360,18 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "python -m ruagent.experiments.headline " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.report_only:
-        previous = Path(args.out, "table.json")
-        if not previous.is_file() and not Path(args.out, "runs").is_dir():
+        if not Path(args.out, "table.json").is_file() and not Path(args.out, "runs").is_dir():
             print(f"error: no results in {args.out}; run the experiment first (without --report-only)",
                   file=sys.stderr)
             return 2
-        info = json.loads(previous.read_text()) if previous.is_file() else {}
-        keep = ("command", "machine", "tiny", "seeds", "testbeds", "agents", "total_timesteps", "started", "jobs_total",
-                "jobs_finished", "failed", "wall_seconds")
-        finished = len(list(Path(args.out, "runs").glob("*/seed*/posterior.json")))
-        finished += len(list(Path(args.out, "runs").glob("*/seed*/*/result.json")))
-        report = write_report(args.out, {k: info.get(k) for k in keep}
-                              | {"command": info.get("command", command), "jobs_finished": finished})
+        report = rewrite_report(args.out, command)
     else:
         report = run_headline(args.out, args.seeds, args.testbeds, args.agents, args.tiny, args.workers,
                               progress_bar=not args.no_progress, command=command,

@@ -1,15 +1,14 @@
-"""Every generated block of the README's "Results", from the committed per-run files, in one command.
+"""Every table and figure of the README's "Results", from the committed per-run files, in one command.
 
-    python -m ruagent.experiments.render [--readme README.md] [--check]
+    python -m ruagent.experiments.render [--readme README.md] [--check | --blocks-only]
 
-Renders, without training, each headline folder's block (:data:`HEADLINE_BLOCKS`: block name ->
-folder, through :func:`ruagent.experiments.headline.readme_block`), the per-family table
-(:mod:`ruagent.experiments.families`), the posterior checks (:mod:`ruagent.experiments.posterior_checks`:
-calibration, risk agents, uncertainty cost) and preference-based RL on MuJoCo (:mod:`ruagent.experiments.pbrl`),
-and rewrites them in the README; ``--check`` writes nothing
-and exits 1 if any block differs (what ``tests/experiments/test_readme_results.py`` asserts). Each
-folder's ``table.md``, ``table.json`` and figures come from ``python -m ruagent.experiments.headline
---report-only --out <folder>``.
+Without training: rewrites each headline folder's ``table.md``, ``table.json`` and figures (the blocks
+of :data:`HEADLINE_BLOCKS` and the per-family folders, as ``python -m ruagent.experiments.headline
+--report-only --out <folder>`` does), then renders every README block (each headline folder's, through
+:func:`ruagent.experiments.headline.readme_block`; the per-family table, :mod:`ruagent.experiments.families`;
+the posterior checks, :mod:`ruagent.experiments.posterior_checks`; preference-based RL on MuJoCo,
+:mod:`ruagent.experiments.pbrl`) and rewrites them in the README. ``--check`` writes nothing and exits 1
+if any block differs (what ``tests/experiments/test_readme_results.py`` asserts).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ruagent.experiments import families, pbrl, posterior_checks
-from ruagent.experiments.headline import build_report, readme_block
+from ruagent.experiments.headline import build_report, readme_block, rewrite_report
 from ruagent.experiments.readme import read_block, update_readme
 
 __all__ = ["HEADLINE_BLOCKS", "expected_blocks", "main"]
@@ -51,8 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "committed per-run files (no training).")
     parser.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block is out of date")
+    parser.add_argument("--blocks-only", action="store_true",
+                        help="rewrite the README blocks only, not each folder's table.md, table.json and figures")
     args = parser.parse_args(argv)
     stale = []
+    if not (args.check or args.blocks_only):
+        for folder in dict.fromkeys([*HEADLINE_BLOCKS.values(), *(f.as_posix() for f in families.default_folders())]):
+            rewrite_report(folder)
+            print(f"rewrote {Path(folder).as_posix()}/table.md, table.json and figures")
     text = Path(args.readme).read_text(encoding="utf-8")
     for name, block in expected_blocks().items():
         if args.check:

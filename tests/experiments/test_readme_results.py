@@ -53,6 +53,22 @@ def test_render_rewrites_a_stale_block_and_check_says_so(tmp_path: Path, monkeyp
     readme.write_text(text.split(start)[0] + start + "\nstale\n" + end + text.split(end)[1], encoding="utf-8")
     monkeypatch.chdir(ROOT)  # the blocks name their folders relative to the repository root
     assert main(["--readme", str(readme), "--check"]) == 1 and "cheetah" in capsys.readouterr().err
-    assert main(["--readme", str(readme)]) == 0
+    assert main(["--readme", str(readme), "--blocks-only"]) == 0  # (without it, each folder's files are rewritten)
     assert readme.read_text(encoding="utf-8") == text  # only the stale block changed, back to the committed one
     assert main(["--readme", str(readme), "--check"]) == 0
+
+
+def test_render_rewrites_each_results_folder_once_before_the_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from ruagent.experiments import render
+
+    rewritten = []
+    monkeypatch.setattr(render, "rewrite_report", rewritten.append)  # the real one is --report-only's (tested)
+    monkeypatch.chdir(ROOT)
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["--readme", str(readme)]) == 0
+    assert len(rewritten) == len(set(rewritten))
+    assert set(HEADLINE_BLOCKS.values()) | {"results/tier2-ensemble-env"} <= set(rewritten)
+    count = len(rewritten)
+    assert main(["--readme", str(readme), "--check"]) == 0 and len(rewritten) == count  # --check writes nothing
