@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _output import output_path
 from rich.console import Console
 from rich.table import Table
 
@@ -124,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (with --quick: 0)")
     parser.add_argument("--labels", type=int, default=None, help="reward labels per fit (default 2000; --quick 300)")
-    parser.add_argument("--out", type=Path, default=Path("results/calibration"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default results/calibration; --quick: bench/results/quick-calibration)")
     parser.add_argument("--quick", action="store_true", help="300 labels, seed 0, LavaWorld and CartPole")
     parser.add_argument("--prior-reward-scale", type=float, default=None,
                         help="declare σ_r for every posterior (default: each family's label-derived default)")
     args = parser.parse_args(argv)
+    args.out = output_path(Path("results/calibration"), args.quick, args.out)
     torch.set_num_threads(1)
     testbeds = args.testbeds or (list(QUICK_TESTBEDS) if args.quick else list(CALIBRATION_TESTBEDS))
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])

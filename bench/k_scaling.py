@@ -30,6 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from _output import output_path
 from riskppo import steps_per_second
 from stable_baselines3 import PPO
 from tqdm import tqdm
@@ -78,9 +79,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--vec-steps", type=int, default=2000, help="vec steps per env-stepping run")
     parser.add_argument("--rollouts", type=int, default=3, help="PPO rollout+update iterations per timed run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/k_scaling.json; with --quick bench/results/)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     args = parser.parse_args()
+    args.out = output_path(RESULTS, args.quick, args.out)
     if args.quick:
         args.members, args.repeats, args.vec_steps, args.rollouts = [1, 10], 1, 100, 1
     if 10 not in args.members:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
+from _output import output_path
 
 from ruagent.data import collect_transitions
 from ruagent.io import atomic_write_text
@@ -45,8 +46,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/reward_models.json; with --quick bench/results/)")
     args = parser.parse_args()
+    args.out = output_path(RESULTS, args.quick, args.out)
     repeats, calls = (3, 200) if args.quick else (args.repeats, args.calls)
     torch.set_num_threads(1)
 

@@ -43,6 +43,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from _output import output_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,9 +233,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scaling", action="store_true", help="also fit at other N and D (see scaling())")
     parser.add_argument("--scaling-epochs", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="200 labels, 20 epochs, 1 repeat, no --before")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "wide_obs.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/wide_obs.json; with --quick bench/results/)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.out = output_path(ROOT / "results" / "bench" / "wide_obs.json", args.quick, args.out)
     if args.quick:
         args.labels, args.heldout, args.epochs, args.repeats, args.before, args.scaling = 200, 500, 20, 1, None, False
     torch.set_num_threads(args.threads)

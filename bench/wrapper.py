@@ -36,6 +36,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _output import output_path
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from tqdm import tqdm
@@ -144,7 +145,10 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the wrapper's step")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/wrapper.json; with --quick bench/results/)")
     args = parser.parse_args()
+    args.out = output_path(RESULTS, args.quick, args.out)
     # one torch thread: both arms alike, no oversubscription on a shared machine, CPU time = wall time when idle
     torch.set_num_threads(1)
     if args.quick:
@@ -214,7 +218,7 @@ def main() -> None:
         print(f"wrapper overhead per vec step ({mode}): {results[f'wrapper_{mode}_step_overhead_us']:.0f} µs CPU")
     if args.profile:
         print(profile_wrapper_step(model, "cvar", args.env_steps))
-    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
 
 
