@@ -106,6 +106,13 @@ SCHEMA: dict[str, Option] = {
     "labels.labeller": _opt("synthetic", "preferences: who answers (synthetic = the env's true reward; human = a "
                             "person in the terminal; web = a person in a browser page, needs the web extra)",
                             choices=("synthetic", "human", "web")),
+    "labels.teacher": _opt(None, "preferences, synthetic labeller: one of B-Pref's simulated teachers (oracle: "
+                           "perfectly rational; stoc, mistake, skip, equal, myopic: docs/preferences.md); null: "
+                           "Boltzmann-rational on true returns with temperature 1", str, nullable=True,
+                           choices=("oracle", "stoc", "mistake", "skip", "equal", "myopic")),
+    "labels.teacher_scale": _opt(None, "the skip and equal teachers' thresholds are 0.1 x this: B-Pref's mean true "
+                                 "return of a segment (mean reward per step x labels.segment_length)", float,
+                                 nullable=True, minimum=0.0),
     "labels.segment_length": _opt(25, "preferences: steps per trajectory segment", minimum=1),
     "labels.initial_fraction": _opt(1.0, "preferences: share of the budget asked before agent training; the rest "
                                     "is asked from the risk agent's own rollouts while it trains (Christiano et al. "

@@ -167,6 +167,40 @@ def make_web_labeller(config: dict[str, Any]) -> Any:
     return WebLabeller(host=labels["web_host"], port=labels["web_port"], budget=labels["budget"])
 
 
+def make_run_labeller(config: dict[str, Any]) -> Any:
+    """The one labeller object a run asks before and during training: the browser page
+    (:func:`make_web_labeller`), B-Pref's teacher ``labels.teacher`` (a seeded
+    :meth:`~ruagent.preferences.labellers.SyntheticLabeller.b_pref`), or None, where the stages build
+    ``labels.labeller`` by name."""
+    labels = config["labels"]
+    if labels["kind"] != "preferences":
+        return None
+    if labels["teacher"] is not None:
+        from ruagent.preferences.labellers import SyntheticLabeller
+
+        return SyntheticLabeller.b_pref(labels["teacher"], segment_return=labels["teacher_scale"] or 1.0,
+                                        seed=config["seed"])
+    return make_web_labeller(config)
+
+
+def _check_teacher(config: dict[str, Any]) -> None:
+    """``labels.teacher`` is the synthetic labeller's; the skip and equal teachers need their threshold scale."""
+    labels = config["labels"]
+    if labels["teacher"] is None:
+        if labels["teacher_scale"] is not None:
+            raise ConfigError("labels.teacher_scale scales the skip and equal teachers' thresholds, but "
+                              "labels.teacher is null; set labels.teacher=skip or equal, or remove it")
+        return
+    if labels["kind"] != "preferences" or labels["labeller"] != "synthetic":
+        raise ConfigError(f"labels.teacher={labels['teacher']!r} is a simulated teacher: it answers preferences "
+                          "(labels.kind=preferences) in place of the synthetic labeller (labels.labeller=synthetic), "
+                          f"not with labels.kind={labels['kind']!r}, labels.labeller={labels['labeller']!r}")
+    if labels["teacher"] in ("skip", "equal") and labels["teacher_scale"] is None:
+        raise ConfigError(f"labels.teacher={labels['teacher']!r} skips or ties pairs below 0.1 x a segment's mean "
+                          "true return, which ruagent cannot know before labelling: give it as labels.teacher_scale "
+                          "(e.g. the mean reward per step x labels.segment_length)")
+
+
 def make_deploy_vec_env(
     config: dict[str, Any], spec: AgentSpec, reward_model: Any, seed: int, render_mode: str | None = None
 ):
@@ -280,6 +314,7 @@ def check_buildable(config: dict[str, Any]) -> None:
             + f"ruagent testbeds: {', '.join(ours)}"
         )
     resolve_device(config["device"])
+    _check_teacher(config)
     rm = config["reward_model"]
     cls = reward_model_class(rm["family"])
     _check_kwargs("reward_model.kwargs", rm["kwargs"], cls,

@@ -272,7 +272,7 @@ def run_stages(config: dict[str, Any], run: RunDir, stage: str, reward_model: st
     console.print(f"run folder: {run.path}")
     if stage == "agent" and reward_model:
         import_reward_model(reward_model, run)
-    labeller = factory.make_web_labeller(config)  # one page for the labels before and during training
+    labeller = factory.make_run_labeller(config)  # one page (or teacher) for the labels before and during training
     try:
         if stage in ("all", "fit-reward"):
             fit_reward(config, run, labeller)

@@ -70,6 +70,9 @@ class Labeller(abc.ABC):
         ``answer``/``undo``; return when it is done or the wait timed out; raise :class:`LabellingQuit` on quit."""
         raise NotImplementedError(f"{type(self).__name__} is not a live labeller")
 
+    def close(self) -> None:  # noqa: B027 (optional hook: only the web labeller holds something)
+        """Release what the labeller holds (the web page's server); nothing for the others."""
+
 
 #: B-Pref's simulated teachers (Lee, Smith, Dragan & Abbeel, NeurIPS 2021 Datasets and Benchmarks):
 #: name -> their parameters (beta: rationality, None = perfectly rational; gamma: myopia; mistake: ε;

@@ -195,3 +195,26 @@ def test_checkpoints_are_saved_at_rollout_boundaries_and_load(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
     restored = PPO.load(saved[-1], device="cpu")
     assert restored.num_timesteps == 192
+
+
+def test_teacher_choices_are_bpref_teachers_and_bad_combinations_stop_before_training():
+    from ruagent.cli import factory
+    from ruagent.preferences.labellers import BPREF_TEACHERS, SyntheticLabeller
+
+    assert set(config_lib.SCHEMA["labels.teacher"].choices) == set(BPREF_TEACHERS)
+    prefs = ["labels.kind=preferences"]
+    config = config_lib.resolve(overrides=[*prefs, "labels.teacher=mistake", "seed=3"])
+    factory.check_buildable(config)
+    teacher = factory.make_run_labeller(config)
+    assert isinstance(teacher, SyntheticLabeller) and teacher.mistake_rate == 0.1 and teacher.rational
+    skip = config_lib.resolve(overrides=[*prefs, "labels.teacher=skip", "labels.teacher_scale=20"])
+    assert factory.make_run_labeller(skip).skip_threshold == pytest.approx(2.0)
+    assert factory.make_run_labeller(config_lib.resolve(overrides=prefs)) is None  # built by name in the stages
+    for overrides, message in (
+        ([*prefs, "labels.teacher=equal"], "labels.teacher_scale"),
+        (["labels.teacher=oracle"], "labels.kind=preferences"),
+        ([*prefs, "labels.labeller=human", "labels.teacher=stoc"], "synthetic labeller"),
+        ([*prefs, "labels.teacher_scale=3"], "labels.teacher is null"),
+    ):
+        with pytest.raises(config_lib.ConfigError, match=message):
+            factory.check_buildable(config_lib.resolve(overrides=overrides))

@@ -325,3 +325,19 @@ def test_label_flags_set_the_preference_keys():
         "preferences", 200, "disagreement", "human")
     code, _, err = run_main("--query", "telepathy", "--print-config")
     assert code == 2 and "disagreement" in err  # argparse names the valid choices
+
+
+def test_a_bpref_teacher_answers_every_preference_of_the_run(tmp_path):
+    """labels.teacher=equal with a scale above any return gap: every answer, before and during training, is 0.5."""
+    import numpy as np
+
+    from ruagent.cli.run_dir import RunDir
+    from ruagent.preferences.session import LabelLog
+
+    result = train("--name", "teacher", "--no-progress", "--labels", "preferences", "--budget", "8",
+                   "--initial-fraction", "0.5", "--set", "labels.segment_length=10", "labels.update_every=128",
+                   "labels.teacher=equal", "labels.teacher_scale=1000", *TINY[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = LabelLog.load(RunDir(tmp_path / "runs/teacher").labels_path("preferences"))
+    assert len(log) == 8 and np.sum(log.timesteps > 0) == 4  # half of them asked during training
+    np.testing.assert_array_equal(log.labelled()[1], np.full(8, 0.5, dtype=np.float32))
