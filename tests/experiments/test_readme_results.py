@@ -27,7 +27,7 @@ SOURCES = {
     families.BLOCK: ["results/tier1/runs/*/seed*/*/result.json"],
     posterior_checks.BLOCK: ["results/calibration/runs/*.json", "results/calibration-declared/runs/*.json",
                              "results/risk_agents/*/seed*.json", "results/uncertainty_cost/*/cvar-seed*.json"],
-    pbrl.BLOCK: [],  # rendered from results/pbrl-mujoco/*/seed*.json; says so while no run has finished
+    pbrl.BLOCK: [f"{pbrl.FOLDER}/*/seed*.json"],
 }
 
 
