@@ -23,6 +23,12 @@ does not rescale member rewards (as in RiskPPO).
 The buffer holds a reference to the posterior (``reward_model``), set by the agent from the
 env's wrapper chain; it is never pickled with the buffer (``save_replay_buffer`` stores the
 transitions only, and ``load_replay_buffer`` re-attaches the env's posterior).
+
+``member_rewards="env"`` is the control without reward uncertainty: every member's reward is the
+env's own stored reward (SB3's ``rewards``, normalised by ``VecNormalize`` as SB3 does), so an
+agent with K heads trains on the true reward, no posterior needed. Comparing it with SB3's
+algorithm separates what the K heads do from what a learnt reward does (``bench/pbrl_mujoco.py
+--control``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from ruagent.reward_models.base import align_member_offsets
 
-__all__ = ["DictRelabellingReplayBuffer", "RelabellingReplayBuffer"]
+__all__ = ["MEMBER_REWARDS", "DictRelabellingReplayBuffer", "RelabellingReplayBuffer"]
+
+#: where sampled member rewards come from: the current posterior (relabelling), or the env's stored reward
+MEMBER_REWARDS = ("posterior", "env")
 
 
 def _unbatched_shape(space: spaces.Space) -> tuple[int, ...]:
@@ -51,7 +60,7 @@ class _Relabelling:
     action_space: spaces.Space
     n_envs: int
 
-    def _init_relabelling(self, n_members: int) -> None:
+    def _init_relabelling(self, n_members: int, member_rewards: str) -> None:
         if getattr(self, "optimize_memory_usage", False):
             raise ValueError(
                 "optimize_memory_usage=True keeps one observation array, so the next transition's first "
@@ -60,7 +69,11 @@ class _Relabelling:
             )
         if int(n_members) < 1:
             raise ValueError(f"n_members must be >= 1, got {n_members}")
+        if member_rewards not in MEMBER_REWARDS:
+            raise ValueError(f"member_rewards must be one of {MEMBER_REWARDS}, got {member_rewards!r}")
         self.n_members = int(n_members)
+        #: "posterior": score samples with the attached reward model; "env": the env's stored reward for every member
+        self.member_rewards = member_rewards
         #: the reward posterior that scores sampled batches (set by the agent; not pickled)
         self.reward_model: Any = None
         #: align members' label-data offsets (``RewardModel.standardise``) before returning them
@@ -101,7 +114,8 @@ class _Relabelling:
             raise RuntimeError(
                 "this replay buffer has no reward model to score sampled transitions; the agent attaches the "
                 "posterior of its env's RewardUncertaintyWrapper (set_env / load with env=...), or call "
-                "replay_buffer.attach(reward_model)"
+                "replay_buffer.attach(reward_model); to train every member on the env's own reward instead (a "
+                "control without reward uncertainty), pass replay_buffer_kwargs={'member_rewards': 'env'}"
             )
         members = model.predict(
             self._env_obs(obs, self.observation_space),
@@ -117,8 +131,15 @@ class _Relabelling:
             members = align_member_offsets(members, model.reward_loc, model.member_probs)
         return members
 
-    def _member_rewards(self, obs: Any, actions: np.ndarray, next_obs: Any) -> np.ndarray:
-        """(B, K) float32, contiguous: rewards of the samples, one column per member."""
+    def _member_rewards(self, obs: Any, actions: np.ndarray, next_obs: Any, stored: np.ndarray,
+                        env: VecNormalize | None) -> np.ndarray:
+        """(B, K) float32, contiguous: rewards of the samples, one column per member.
+
+        ``stored``: the (B,) rewards SB3 stored, used (normalised as SB3 does) for ``member_rewards="env"``.
+        """
+        if self.member_rewards == "env":
+            rewards = self._normalize_reward(stored.reshape(-1, 1), env).astype(np.float32)  # type: ignore[attr-defined]
+            return np.ascontiguousarray(np.broadcast_to(rewards, (len(rewards), self.n_members)))
         return np.ascontiguousarray(self.relabel(obs, actions, next_obs).T, dtype=np.float32)
 
 
@@ -126,15 +147,17 @@ class RelabellingReplayBuffer(_Relabelling, ReplayBuffer):
     """SB3's ReplayBuffer whose samples carry the K member rewards of the current posterior.
 
     :param n_members: K; sampled ``rewards`` have shape (batch, K).
+    :param member_rewards: ``"posterior"`` (score samples with the current posterior) or ``"env"``
+        (every member gets the env's stored reward: the control without reward uncertainty).
 
     The other parameters are SB3's (``handle_timeout_termination``, ...); ``optimize_memory_usage``
     must stay False (it overwrites terminal observations, which the posterior scores).
-    The scalar reward passed to ``add`` is stored as SB3 stores it but not used.
+    The scalar reward passed to ``add`` is stored as SB3 stores it, used only with ``member_rewards="env"``.
     """
 
-    def __init__(self, *args: Any, n_members: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, n_members: int = 1, member_rewards: str = "posterior", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._init_relabelling(n_members)
+        self._init_relabelling(n_members, member_rewards)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         # the env index is drawn as SB3 draws it: the same global stream as SAC/DQN's buffer (K = 1 equivalence)
@@ -144,7 +167,8 @@ class RelabellingReplayBuffer(_Relabelling, ReplayBuffer):
         actions = self.actions[batch_inds, env_indices]
         # a time-limit truncation is not a termination: bootstrap through it
         dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
-        rewards = self._member_rewards(obs, actions, next_obs)  # raw observations: what the wrapper saw
+        # raw observations: what the wrapper saw
+        rewards = self._member_rewards(obs, actions, next_obs, self.rewards[batch_inds, env_indices], env)
         return ReplayBufferSamples(
             observations=self.to_torch(self._normalize_obs(obs, env)),
             actions=self.to_torch(actions),
@@ -157,9 +181,9 @@ class RelabellingReplayBuffer(_Relabelling, ReplayBuffer):
 class DictRelabellingReplayBuffer(_Relabelling, DictReplayBuffer):
     """SB3's DictReplayBuffer (Dict observations) whose samples carry the K member rewards."""
 
-    def __init__(self, *args: Any, n_members: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, n_members: int = 1, member_rewards: str = "posterior", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._init_relabelling(n_members)
+        self._init_relabelling(n_members, member_rewards)
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
@@ -169,7 +193,7 @@ class DictRelabellingReplayBuffer(_Relabelling, DictReplayBuffer):
         next_obs = {key: value[batch_inds, env_indices] for key, value in self.next_observations.items()}
         actions = self.actions[batch_inds, env_indices]
         dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
-        rewards = self._member_rewards(obs, actions, next_obs)
+        rewards = self._member_rewards(obs, actions, next_obs, self.rewards[batch_inds, env_indices], env)
         normalised_obs = self._normalize_obs(obs, env)
         normalised_next = self._normalize_obs(next_obs, env)
         return DictReplayBufferSamples(

@@ -10,6 +10,11 @@ and keeps the run's evaluation as ``<out>/<env>/seed<N>.json``: per agent the tr
 length of each evaluation episode, the preferences answered, the steps, and the run's CPU and wall seconds.
 Finished runs are skipped, so the command is resumable; ``--max-hours`` starts no run after that many hours,
 and SIGTERM (``kill <pid>``) lets the running one finish and starts no other.
+``--control`` trains, for each env and seed, the control that separates the learnt reward from the agent:
+RiskSAC exactly as the PbRL agent (``risk="mean"``, K = 10 critic heads, the preset's hyperparameters and
+budget) but with every head trained on the env's true reward (``member_rewards="env"``), evaluated on the
+same episodes as train.py evaluates; kept as ``<out>/<env>/control/seed<N>.json``. PbRL / control is then the
+learnt reward's effect, control / SAC the heads' (about 17 CPU-minutes per env and seed).
 The summary (B-Pref's normalised return, IQM over seeds with a bootstrap interval) is
 :func:`ruagent.experiments.pbrl.summarise_pbrl`; the README block is rendered from the same files by
 ``python -m ruagent.experiments.render``. The last stdout line is the summary as JSON. Needs the mujoco
@@ -35,9 +40,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
-from ruagent.experiments.pbrl import ORACLE_AGENT, PBRL_AGENT, read_runs, summarise_pbrl
+from ruagent.experiments.pbrl import CONTROL_AGENT, ORACLE_AGENT, PBRL_AGENT, read_controls, read_runs, summarise_pbrl
 from ruagent.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +92,49 @@ def run_one(env_id: str, seed: int, out: Path, timesteps: int | None, overrides:
     return target
 
 
+def run_control(env_id: str, seed: int, out: Path, timesteps: int | None, overrides: list[str] | None = None) -> Path:
+    """The PbRL agent's algorithm and settings with every critic head on the env's true reward, in this
+    process; its evaluation (the episodes train.py evaluates: the run's seed, ``eval.episodes``) ->
+    ``<out>/<env_id>/control/seed<seed>.json``."""
+    from ruagent.cli import config as run_config
+    from ruagent.cli import factory
+    from ruagent.rollouts import run_episodes
+
+    target = out / env_id / "control" / f"seed{seed}.json"
+    if target.is_file():
+        return target
+    keys = [f"env.id={env_id}", f"seed={seed}", *([f"agent.total_timesteps={timesteps}"] if timesteps else []),
+            *(overrides or [])]
+    config = run_config.resolve("pbrl_mujoco", keys)
+    agent = config["agent"]
+    spec = factory.AgentSpec(CONTROL_AGENT, agent["algo"], (agent["risk"], {}), None, {})
+    torch.set_num_threads(1)
+    started, cpu_before = time.perf_counter(), time.process_time()
+    venv = factory.make_deploy_vec_env(config, spec, None, seed)  # no posterior: the env's own reward
+    kwargs = factory.agent_kwargs(config, spec, venv.observation_space)
+    kwargs["replay_buffer_kwargs"] = {**kwargs.get("replay_buffer_kwargs", {}), "member_rewards": "env"}
+    model = factory.algo_class(spec.algo)(env=venv, device="cpu", n_members=config["reward_model"]["n_members"],
+                                          **kwargs)
+    model.learn(agent["total_timesteps"])
+    episodes = run_episodes(factory.make_env(config, config["env"]["deploy_kwargs"]), model,
+                            config["eval"]["episodes"], seed=seed)
+    record = {
+        "env_id": env_id, "seed": seed,
+        "command": " ".join(["python", "bench/pbrl_mujoco.py", "--control", "--envs", env_id, "--seeds", str(seed),
+                             *(["--timesteps", str(timesteps)] if timesteps else []),
+                             *(["--set", *overrides] if overrides else [])]),
+        "what": f"{spec.algo}, risk={agent['risk']}, {model.n_members} critic heads each trained on the env's true "
+                "reward (member_rewards='env'), the pbrl_mujoco preset's hyperparameters",
+        "timesteps": int(model.num_timesteps),
+        "wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(time.process_time() - cpu_before, 1),
+        "agents": {CONTROL_AGENT: {"true_return": episodes.true_returns().tolist(),
+                                   "episode_length": episodes.lengths().astype(float).tolist()}},
+    }
+    venv.close()
+    atomic_write_text(target, json.dumps(record, indent=1) + "\n")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(ENVS))
@@ -95,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="train.py config overrides for every run (e.g. labels.budget=500)")
     parser.add_argument("--max-hours", type=float, default=None, help="start no run after this many hours")
+    parser.add_argument("--control", action="store_true",
+                        help="train the control instead: RiskSAC as the PbRL agent, every head on the true reward")
     parser.add_argument("--report-only", action="store_true", help="summarise the files already there; train nothing")
     args = parser.parse_args(argv)
     if not args.report_only:
@@ -107,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'SIGTERM' if stop else '--max-hours'}: stopped; rerun the same command to continue",
                       flush=True)
                 break
-            path = run_one(env_id, seed, args.out, args.timesteps, args.overrides)
+            path = (run_control if args.control else run_one)(env_id, seed, args.out, args.timesteps, args.overrides)
             print(f"done {path.relative_to(args.out)}", flush=True)
-    summary = {env_id: summarise_pbrl(records) for env_id, records in read_runs(args.out).items()} \
-        if args.out.is_dir() else {}
+    controls = read_controls(args.out) if args.out.is_dir() else {}
+    summary = {env_id: summarise_pbrl(records, controls.get(env_id))
+               for env_id, records in (read_runs(args.out) if args.out.is_dir() else {}).items()}
     for env_id, entry in summary.items():
-        ratio = entry["normalised_return"]
-        print(f"{env_id}: seeds {entry['seeds']}, normalised return IQM "
-              + (f"{ratio['estimate']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]" if ratio else "n/a"), flush=True)
+        for key in ("normalised_return", "pbrl_vs_control", "control_vs_oracle"):
+            ratio = entry[key]
+            print(f"{env_id}: {key} IQM "
+                  + (f"{ratio['estimate']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]" if ratio else "n/a")
+                  + f" (seeds {entry['seeds'] if key == 'normalised_return' else entry['control_seeds']})", flush=True)
     print(json.dumps(summary))
     return 0
 

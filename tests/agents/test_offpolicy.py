@@ -242,13 +242,49 @@ def test_risk_level_anneals_from_the_mean_to_the_target(case, make_env, linear_m
         assert model.policy.q_net.risk_measure == risk.make("cvar", alpha=0.25)
 
 
+def test_env_reward_members_with_one_member_reproduce_sb3_on_a_plain_env(case):
+    # member_rewards="env": the control without reward uncertainty. With K = 1 and ρ = mean it is SAC/DQN,
+    # bit for bit, on an env without any posterior (its stored reward is the sampled reward).
+    risk_algo, sb3_algo, env_id, small = case
+    runs = {}
+    for algo in (sb3_algo, risk_algo):
+        env = make_vec_env(lambda: gym.make(env_id, max_episode_steps=30), n_envs=2, seed=3)
+        kwargs = {"risk": "mean", "n_members": 1, "replay_buffer_kwargs": {"member_rewards": "env"}}
+        model = algo("MlpPolicy", env, seed=3, **small, **(kwargs if algo is risk_algo else {}))
+        model.learn(200)
+        runs[algo.__name__] = parameters(model)
+    assert_same_parameters(runs[sb3_algo.__name__], runs[risk_algo.__name__])
+
+
+def test_env_reward_members_give_every_head_the_stored_reward(case):
+    algo, _, env_id, small = case
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    model = algo("MlpPolicy", env, risk="cvar", n_members=4, replay_buffer_kwargs={"member_rewards": "env"}, seed=0,
+                 **small)
+    model.learn(STEPS)
+    buffer = model.replay_buffer
+    assert buffer.reward_model is None and buffer.member_rewards == "env"
+    np.random.seed(0)  # noqa: NPY002  (SB3 samples from the global stream)
+    batch_inds = np.random.randint(0, buffer.pos, size=16)  # noqa: NPY002
+    np.random.seed(1)  # noqa: NPY002
+    env_indices = np.random.randint(0, buffer.n_envs, size=16)  # noqa: NPY002
+    np.random.seed(1)  # noqa: NPY002  (the same env indices inside _get_samples)
+    sample = buffer._get_samples(batch_inds)
+    stored = buffer.rewards[batch_inds, env_indices]
+    assert sample.rewards.shape == (16, 4)
+    np.testing.assert_array_equal(sample.rewards.numpy(), np.repeat(stored[:, None], 4, axis=1))
+    assert np.ptp(stored) > 0 or env_id == "CartPole-v1"  # Pendulum's rewards vary; CartPole's are all 1
+    with pytest.raises(ValueError, match="member_rewards must be one of"):
+        algo("MlpPolicy", env, n_members=2, replay_buffer_kwargs={"member_rewards": "true"}, **small)
+
+
 def test_unwrapped_env_fails_with_a_message_naming_the_wrapper(case):
     algo, _, env_id, small = case
     env = make_vec_env(env_id, n_envs=1, seed=0)
     with pytest.raises(ValueError, match="RewardUncertaintyWrapper"):
         algo("MlpPolicy", env, **small)
     model = algo("MlpPolicy", env, n_members=2, **small)  # K given, but no posterior to relabel with
-    with pytest.raises(RuntimeError, match="no reward model"):
+    with pytest.raises(RuntimeError, match=r"no reward model.*member_rewards"):
         model.learn(STEPS)
 
 
