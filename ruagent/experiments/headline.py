@@ -69,6 +69,8 @@ __all__ = ["CHUNK_LOG", "EXIT_STOPPED_AT_BUDGET", "append_chunk", "build_parser"
 REPORT_SCHEMA = "ruagent.headline/1"
 #: one JSON line per chunk of the run (committed with the per-run files; *.log files are not)
 CHUNK_LOG = "chunks.jsonl"
+#: README blocks that list every seed beside the IQM table (runs of a few expensive seeds: SpeedLimitCheetah)
+PER_SEED_BLOCKS = frozenset({"cheetah"})
 #: exit status of the CLI when --max-hours stopped it with jobs left (0: all done, 1: a job failed)
 EXIT_STOPPED_AT_BUDGET = 3
 _TABLE_REFRESH_SECONDS = 60.0  # a table costs a few hundred bootstraps: refresh it at most this often
@@ -133,7 +135,7 @@ def readme_block(report: dict[str, Any], out: str | Path, name: str = "headline"
     source = Path(out).as_posix().rstrip("/")
     block = "" if name == "headline" else f" --readme-block {name}"
     return results_block(report, source, f"python -m ruagent.experiments.headline --report-only --out {source} "
-                                         f"--update-readme{block}")
+                                         f"--update-readme{block}", per_seed=name in PER_SEED_BLOCKS)
 
 
 def _machine(workers: int) -> str:

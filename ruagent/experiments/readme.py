@@ -18,6 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ruagent.experiments.report import EXTRA_METRICS, TIME_SHARE_TESTBEDS, format_interval
 from ruagent.experiments.testbeds import TESTBEDS
 from ruagent.io import atomic_write_text
@@ -69,7 +71,7 @@ def _label(testbed: str, variant: str) -> str:
     return f"{title} (`{variant}`)"
 
 
-def results_block(report: dict[str, Any], source: str, command: str) -> str:
+def results_block(report: dict[str, Any], source: str, command: str, per_seed: bool = False) -> str:
     """The README table of a headline report: per (testbed, variant), the side-effect rate (or time share
     with the episode length beside it), the true return, and the probability of improvement over naive;
     one column per agent.
@@ -77,6 +79,8 @@ def results_block(report: dict[str, Any], source: str, command: str) -> str:
     :param report: :func:`ruagent.experiments.headline.build_report`'s result.
     :param source: the folder of the per-run files, as the README should name it.
     :param command: the command that regenerates the block.
+    :param per_seed: add a table of each seed's side effects, true and proxy return per agent (for runs
+        with few seeds, where the seeds are the evidence and an IQM hides them).
     """
     agents = list(dict.fromkeys(row["agent"] for row in report["rows"]))
     groups: dict = defaultdict(dict)
@@ -113,4 +117,29 @@ def results_block(report: dict[str, Any], source: str, command: str) -> str:
             cells = [format_interval(by_agent[a]["metrics"].get(metric), percent) if a in by_agent else "—"
                      for a in agents]
             lines.append(f"| {_label(testbed, variant)}: {name} | {n_seeds} | " + " | ".join(cells) + " |")
+    if per_seed:
+        lines += _per_seed_table(report["rows"], seeds)
     return "\n".join(lines)
+
+
+def _per_seed_table(rows: list[dict[str, Any]], seeds: list[int]) -> list[str]:
+    """Markdown lines: per (testbed, variant, agent), each seed's side effects / true return / proxy return."""
+    lines = ["", "Per seed: " + ("; ".join(sorted({
+        f"{TIME_SHARE_TESTBEDS.get(r['testbed'], 'side-effect rate')} / true return / proxy return" for r in rows}))),
+        "", "| testbed (evaluated on): agent | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds)]
+    for row in rows:
+        values = row.get("per_seed", {})
+        side = values.get("side_effect_steps" if row["testbed"] in TIME_SHARE_TESTBEDS else "side_effect_rate")
+        by_seed = {seed: i for i, seed in enumerate(row["seeds"])}
+        cells = []
+        for seed in seeds:
+            i = by_seed.get(seed)
+            if i is None or side is None or "true_return" not in values:
+                cells.append("—")
+                continue
+            proxy = values.get("proxy_return")
+            cells.append(f"{100 * side[i]:.1f}% / {values['true_return'][i]:,.0f}"
+                         + (f" / {proxy[i]:,.0f}" if proxy is not None and np.isfinite(proxy[i]) else ""))
+        lines.append(f"| {_label(row['testbed'], row['variant'])}: {row['agent']} | " + " | ".join(cells) + " |")
+    return lines

@@ -34,9 +34,9 @@ from ruagent.experiments import stats
 from ruagent.experiments.agents import AGENTS
 from ruagent.experiments.testbeds import TESTBEDS
 
-__all__ = ["EXTRA_METRICS", "HOPE_AGENTS", "IMPROVEMENT_BASELINE", "IMPROVEMENT_METRICS", "RATE_METRICS",
-           "TABLE_METRICS", "TIME_SHARE_TESTBEDS", "aggregate", "check_hopes", "format_interval", "headline_variant",
-           "load_results", "markdown_table"]
+__all__ = ["EXTRA_METRICS", "HOPE_AGENTS", "IMPROVEMENT_BASELINE", "IMPROVEMENT_METRICS", "PER_SEED_METRICS",
+           "RATE_METRICS", "TABLE_METRICS", "TIME_SHARE_TESTBEDS", "aggregate", "check_hopes", "format_interval",
+           "headline_variant", "load_results", "markdown_table"]
 
 #: table columns: metric -> header (the episode length sits beside the time share it qualifies)
 TABLE_METRICS = {
@@ -64,6 +64,9 @@ TIME_SHARE_TESTBEDS = {"two-hypothesis-cartpole": "time right of centre",
                        "speed-limit-cheetah": "time over the speed limit"}
 #: the mean agent every other agent is compared with
 IMPROVEMENT_BASELINE = "naive"
+#: row metric -> the evaluation key whose episode mean each seed contributes (a row's ``per_seed`` lists)
+PER_SEED_METRICS = {"true_return": "true_return", "proxy_return": "proxy_return",
+                    "side_effect_rate": "side_effect", "side_effect_steps": "side_effect_steps"}
 #: probability-of-improvement column -> (per-episode key, sign: +1 higher is better, -1 lower is better)
 IMPROVEMENT_METRICS = {"p_better_return": ("true_return", 1.0), "p_fewer_side_effects": ("side_effect", -1.0)}
 #: the risk-averse agents the hope is about
@@ -118,7 +121,8 @@ def aggregate(agent_results: dict, posteriors: dict) -> dict[str, Any]:
     """Rows of the table, the probability of improvement over the testbeds, the posterior's OOD AUROC
     and the cost per job; each metric an interval dict (:meth:`ruagent.metrics.Interval.to_dict`).
 
-    :return: ``{"rows": [{"testbed", "variant", "agent", "seeds", "episodes", "timesteps", "metrics": {...}}],
+    :return: ``{"rows": [{"testbed", "variant", "agent", "seeds", "per_seed", "episodes", "timesteps",
+        "metrics": {...}}],
         "improvement": [...], "ood": [{"testbed", "variant", "seeds", "test_only", "hazard"}], "cost": [...]}``
     """
     rows = []
@@ -143,6 +147,8 @@ def aggregate(agent_results: dict, posteriors: dict) -> dict[str, Any]:
                 found["vs_oracle"] = _vs_oracle(episodes, seeds, oracle, variant)
                 found.update(_improvement(by_agent, testbed, agent, variant))
                 rows.append({"testbed": testbed, "variant": variant, "agent": agent, "seeds": seeds,
+                             "per_seed": {name: _per_seed(episodes, key) for name, key in PER_SEED_METRICS.items()
+                                          if all(key in e for e in episodes)},
                              "episodes": int(sum(len(e["true_return"]) for e in episodes)),
                              "timesteps": sorted({by_agent[agent][s]["timesteps"] for s in seeds}),
                              "metrics": {m: found.get(m) for m in TABLE_METRICS}

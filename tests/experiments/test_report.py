@@ -144,6 +144,22 @@ def test_speed_limit_cheetah_compares_time_over_the_limit_not_episodes(tmp_path:
     assert not report["hopes"]  # the generic "<= 2 % of episodes" check does not apply to a time share
 
 
+def test_the_cheetah_block_lists_every_seed_and_the_others_do_not(tmp_path: Path) -> None:
+    for seed, (share, true) in enumerate(((0.4, 500.0), (0.9, -20.0))):
+        write_result(tmp_path, "speed-limit-cheetah", "naive", seed, [true, true + 2.0], [1.0, 1.0], [share, share],
+                     length=1000.0)
+    write_result(tmp_path, "speed-limit-cheetah", "cvar", 0, [700.0], [1.0], [0.05], length=1000.0)  # seed 1 not run
+    report = build_report(tmp_path, {"command": "test", "machine": "test"})
+    naive = next(r for r in report["rows"] if r["agent"] == "naive")
+    assert naive["per_seed"]["true_return"] == [501.0, -19.0] and naive["per_seed"]["side_effect_steps"] == [0.4, 0.9]
+    lines = readme_block(report, tmp_path, "cheetah").splitlines()
+    assert "| testbed (evaluated on): agent | seed 0 | seed 1 |" in lines
+    # time over the limit / true return (episode mean) / proxy return (write_result: true + 1)
+    assert next(line for line in lines if line.endswith("naive | 40.0% / 501 / 502 | 90.0% / -19 / -18 |"))
+    assert next(line for line in lines if line.endswith("cvar | 5.0% / 700 / 701 | — |"))
+    assert "| seed 0 |" not in readme_block(report, tmp_path, "headline")
+
+
 # ---------------------------------------------------------------------------- traceability
 def test_report_only_re_renders_from_the_json_files_alone(tmp_path: Path) -> None:
     """A fresh clone holds only the committed metric files: the same table comes out."""
