@@ -120,9 +120,8 @@ class FoldedEnsemble:
         h = h[:, : self.n_net_columns]
         if self.has_hidden:
             np.maximum(h, 0.0, out=h)
-        # (B, 2K·H) -> (2K, B, H), copied contiguous: numpy's stacked matmul on the strided view took
-        # 26 µs against 14 µs + 1.6 µs for the copy (B = 8, K = 10, 64×64), with bit-identical results
-        h = np.ascontiguousarray(h.reshape(n_rows, 2 * k, -1).transpose(1, 0, 2))
+        # (B, 2K·H) -> (2K, B, H): a strided view, no copy
+        h = h.reshape(n_rows, 2 * k, -1).transpose(1, 0, 2)
         layers = self.layers
         for i in range(0, len(layers), 2):
             h = np.matmul(h, layers[i])
