@@ -8,12 +8,12 @@ For each agent of a run folder (``agents/<agent>/model.zip``, layout in
   ``oracle`` agent), side-effect rate, episode length;
 - policy transfer: true return and side-effect rate in every other variant of the testbed.
 
-For the run's posterior: OOD AUROC of ``reward_std`` separating deployment transitions never
-seen in the label data from the label data, and calibration (Gaussian NLL, coverage of the
-central 50 % / 90 % intervals) on the held-out labels and on fresh deployment labels, and the
-calibration report of :mod:`ruagent.calibration` (coverage and width of the members' central
-intervals, NLL, spread and AUROC against held-out labels, per group: held-out, deployment, hazard;
-``plots/reliability.png``).
+For the run's posterior (:mod:`ruagent.cli.eval_posterior`): OOD AUROC of ``reward_std`` separating
+deployment transitions never seen in the label data from the label data, and calibration (Gaussian
+NLL, coverage of the central 50 % / 90 % intervals) on the held-out labels and on fresh deployment
+labels, and the calibration report of :mod:`ruagent.calibration` (coverage and width of the members'
+central intervals, NLL, spread and AUROC against held-out labels, per group: held-out, deployment,
+hazard; ``plots/reliability.png``).
 
 Every number has a 95 % bootstrap interval (:mod:`ruagent.metrics`). Results are printed as
 rich tables, written to ``eval.json`` (schema ``ruagent.eval/1``, docs/evaluate.md) and drawn
@@ -44,11 +44,12 @@ from ruagent import metrics
 from ruagent.cli import program_name
 from ruagent.cli.config import ConfigError
 from ruagent.cli.eval_format import AGENT_METRICS, BAR_METRICS, EVAL_SCHEMA
+from ruagent.cli.eval_posterior import posterior_metrics
 from ruagent.cli.run_dir import RunDir, RunFileError, RunNotFoundError
 from ruagent.io import WriteError, atomic_write_text
 from ruagent.rollouts import Episodes, run_episodes
 
-__all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main", "ood_auroc"]
+__all__ = ["AGENT_METRICS", "EVAL_SCHEMA", "build_parser", "evaluate_run", "main"]
 
 
 
@@ -100,34 +101,6 @@ def _variants(env_id: str, kwargs: dict[str, Any]) -> tuple[str | None, list[str
     return current, [v for v in dict.fromkeys(variants) if v is not None and v != current]
 
 
-def _label_transitions(run: RunDir, split: str) -> Any | None:
-    if not run.labels_path(split).is_file():
-        return None
-    from ruagent.data import Transitions
-
-    try:
-        return Transitions.load(run.labels_path(split))
-    except ValueError as exc:
-        raise RunFileError(f"{exc}; delete it and evaluate.py draws fresh random-policy labels of the label variant "
-                           "instead") from None
-
-
-# ---------------------------------------------------------------------- metrics
-def _rows(batch: Any) -> np.ndarray:
-    """(B, D) float64 rows of a batch (dicts/tuples flattened leaf by leaf in a fixed order)."""
-    if isinstance(batch, dict):
-        return np.concatenate([_rows(batch[key]) for key in sorted(batch)], axis=1)
-    if isinstance(batch, tuple):
-        return np.concatenate([_rows(part) for part in batch], axis=1)
-    array = np.asarray(batch, dtype=np.float64)
-    return array.reshape(array.shape[0], -1)
-
-
-def _transition_keys(obs: Any, action: Any, next_obs: Any) -> list[bytes]:
-    rows = np.ascontiguousarray(np.concatenate([_rows(obs), _rows(action), _rows(next_obs)], axis=1))
-    return [row.tobytes() for row in rows]
-
-
 def _per_episode(episodes: Episodes, oracle_returns: np.ndarray | None) -> dict[str, list[float]]:
     """Raw per-episode values (kept in eval.json for pooling seeds and re-analysis)."""
     values = {
@@ -158,55 +131,6 @@ def _agent_metrics(episodes: Episodes, oracle_returns: np.ndarray | None, seed: 
     elif oracle_returns is not None:
         found["regret"] = metrics.difference_interval(oracle_returns, episodes.true_returns(), seed=seed)
     return {name: None if value is None else value.to_dict() for name, value in found.items()}
-
-
-def _calibration(reward_model: Any, obs: Any, action: Any, next_obs: Any, labels: Any, seed: int) -> dict[str, Any]:
-    """NLL, central-interval coverage and absolute error of the posterior on labelled transitions."""
-    _, mean, std = reward_model.predict_moments(obs, action, next_obs)
-    labels = np.asarray(labels, dtype=np.float64)
-    # A floor relative to the labels' own spread keeps NLL finite where all members agree exactly.
-    min_std = 1e-3 * (float(labels.std()) or 1.0)
-    interval = dict(seed=seed, n_resamples=1000)
-    return {
-        "n_labels": len(labels),
-        "min_std": min_std,
-        "nll": _unit(metrics.bootstrap_interval(metrics.gaussian_nll(labels, mean, std, min_std), **interval)),
-        "coverage_50": _unit(metrics.bootstrap_interval(
-            metrics.interval_coverage(labels, mean, std, 0.5, min_std), **interval)),
-        "coverage_90": _unit(metrics.bootstrap_interval(
-            metrics.interval_coverage(labels, mean, std, 0.9, min_std), **interval)),
-        "abs_error": _unit(metrics.bootstrap_interval(np.abs(labels - mean), **interval)),
-    }
-
-
-def _unit(interval: metrics.Interval, unit: str = "transition") -> dict[str, Any]:
-    return {**interval.to_dict(), "unit": unit}
-
-
-def _auroc_or_reason(pos_std: np.ndarray, neg_std: np.ndarray, reason: str, seed: int) -> dict[str, Any]:
-    if pos_std.size == 0:
-        return {"auroc": None, "n_pos": 0, "n_train": int(neg_std.size), "reason": reason}
-    return {"auroc": metrics.auroc_interval(pos_std, neg_std, seed=seed).to_dict(), "n_pos": int(pos_std.size),
-            "n_train": int(neg_std.size)}
-
-
-def ood_auroc(reward_model: Any, train: Any, agents: list[Episodes], random: Episodes, seed: int) -> dict[str, Any]:
-    """AUROCs of reward_std against the label data: for the agents' deployment transitions absent
-    from the label data (test-only), and for hazard transitions (``info["side_effect"]``) of the
-    agents and of random deployment episodes: does the posterior flag what it never saw?"""
-    train_keys = set(_transition_keys(train.obs, train.action, train.next_obs))
-    test_only = np.concatenate([
-        episodes.reward_std()[[k not in train_keys for k in _transition_keys(episodes.obs, episodes.actions,
-                                                                              episodes.next_obs)]]
-        for episodes in agents
-    ])
-    hazard = np.concatenate([episodes.reward_std()[episodes.side_effects] for episodes in [*agents, random]])
-    _, _, train_std = reward_model.predict_moments(train.obs, train.action, train.next_obs)
-    return {
-        "test_only": _auroc_or_reason(test_only, train_std, "every deployment transition occurs in the label data",
-                                      seed),
-        "hazard": _auroc_or_reason(hazard, train_std, "no side effect happened in the deployment episodes", seed),
-    }
 
 
 # ---------------------------------------------------------------------- one run
@@ -242,67 +166,6 @@ def _roll_out_agents(
             if render_episodes:
                 frames[agent], positions[agent] = _render(env_id, deploy_kwargs, config, model, render_episodes, seed)
     return rollouts, transfer, frames, positions
-
-
-def _episode_transitions(episodes: list[Episodes], hazard: bool) -> Any:
-    """The transitions of ``episodes`` with (``hazard=True``) or without a side effect, truth as reward."""
-    from ruagent.data import Transitions
-
-    parts = [Transitions.from_arrays(e.obs, e.actions, e.next_obs, e.env_rewards)[np.flatnonzero(
-        e.side_effects == hazard)] for e in episodes]
-    return Transitions.concatenate(parts)
-
-
-def _calibration_report(
-    config: dict[str, Any], reward_model: Any, heldout: Any, deploy: list[Episodes], random: Episodes,
-    n_episodes: int, seed: int,
-) -> dict[str, Any]:
-    """:func:`ruagent.calibration.calibration_report` on ``heldout`` (the run's held-out labels, else fresh
-    random-policy transitions of the label variant), ``deployment`` (the agents' and random episodes'
-    deployment transitions without a side effect) and ``hazard`` (those with one)."""
-    from ruagent.calibration import calibration_report
-
-    source = "labels/heldout.npz"
-    if heldout is None or len(heldout) == 0:
-        from ruagent.data import collect_transitions
-
-        label_env = _make_env(config["env"]["id"], config["env"]["label_kwargs"], config)
-        heldout = collect_transitions(label_env, max(50 * n_episodes, 500), seed=seed + 3)
-        label_env.close()
-        source = "fresh random-policy transitions of the label variant"
-    episodes = [*deploy, random]
-    groups = {"heldout": heldout, "deployment": _episode_transitions(episodes, False),
-              "hazard": _episode_transitions(episodes, True)}
-    report = calibration_report(reward_model, groups, reference="heldout", intervals=True, seed=seed)
-    return {**report, "heldout_source": source}
-
-
-def _posterior_metrics(
-    run: RunDir, config: dict[str, Any], env: gym.Env, reward_model: Any, deploy: list[Episodes],
-    n_episodes: int, seed: int,
-) -> dict[str, Any]:
-    """OOD AUROC against the label data, calibration on held-out and on fresh deployment labels."""
-    train_labels = _label_transitions(run, "train")
-    if train_labels is None:  # the run kept no labels: fresh random-policy transitions stand in for them
-        from ruagent.data import collect_transitions
-
-        label_env = _make_env(config["env"]["id"], config["env"]["label_kwargs"], config)
-        train_labels = collect_transitions(label_env, max(50 * n_episodes, 500), seed=seed + 1)
-        label_env.close()
-    # Random-policy deployment episodes: labels under shift, and hazards the agents may avoid.
-    random = run_episodes(env, None, max(2 * n_episodes, 10), reward_model=reward_model, seed=seed + 2)
-    heldout = _label_transitions(run, "heldout")
-    return {
-        "n_members": reward_model.n_members,
-        "ood": ood_auroc(reward_model, train_labels, deploy, random, seed),
-        "calibration": {
-            "heldout": None if heldout is None or len(heldout) == 0 else _calibration(
-                reward_model, heldout.obs, heldout.action, heldout.next_obs, heldout.reward, seed),
-            "deployment": _calibration(
-                reward_model, random.obs, random.actions, random.next_obs, random.env_rewards, seed),
-        },
-        "calibration_report": _calibration_report(config, reward_model, heldout, deploy, random, n_episodes, seed),
-    }
 
 
 def evaluate_run(
@@ -361,7 +224,7 @@ def evaluate_run(
             }
             for agent, episodes_ in rollouts.items()
         },
-        "posterior": _posterior_metrics(run, config, env, reward_model, list(rollouts.values()), n_episodes, seed),
+        "posterior": posterior_metrics(run, config, env, reward_model, list(rollouts.values()), n_episodes, seed),
         "plots": [],
     }
     env.close()

@@ -161,7 +161,7 @@ def run_job(job: Job, out: str | Path, budget: Budget) -> Path:
 def _posterior_result(testbed: TestbedSpec, job: Job, reward_model: Any, labels: Any, budget: Budget,
                       out: Path) -> dict[str, Any]:
     """Save the posterior and its labels; OOD AUROC of its member std per evaluation variant."""
-    from ruagent.cli.evaluate import ood_auroc  # evaluate.py's definition, so both report the same number
+    from ruagent.cli.eval_posterior import ood_auroc  # evaluate.py's definition, so both report the same number
     from ruagent.rollouts import run_episodes
 
     folder = job.folder(out)
