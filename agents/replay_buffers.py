@@ -25,8 +25,8 @@ env's wrapper chain; it is never pickled with the buffer (``save_replay_buffer``
 transitions only, and ``load_replay_buffer`` re-attaches the env's posterior).
 
 ``member_rewards="env"`` is the control without reward uncertainty: every member's reward is the
-env's own stored reward (SB3's ``rewards``, normalised by ``VecNormalize`` as SB3 does), so an
-agent with K heads trains on the true reward, no posterior needed. Comparing it with SB3's
+reward SB3 stored (normalised by ``VecNormalize`` as SB3 does): on an env without a posterior
+wrapper, the true reward, so an agent with K heads trains on it, no posterior needed. Comparing it with SB3's
 algorithm separates what the K heads do from what a learnt reward does (``bench/pbrl_mujoco.py
 --control``).
 """
@@ -59,6 +59,8 @@ class _Relabelling:
     observation_space: spaces.Space
     action_space: spaces.Space
     n_envs: int
+    #: class default, so a buffer pickled before this attribute existed loads as a relabelling one
+    member_rewards = "posterior"
 
     def _init_relabelling(self, n_members: int, member_rewards: str) -> None:
         if getattr(self, "optimize_memory_usage", False):
