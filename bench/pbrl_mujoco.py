@@ -116,8 +116,9 @@ def run_control(env_id: str, seed: int, out: Path, timesteps: int | None, overri
     model = factory.algo_class(spec.algo)(env=venv, device="cpu", n_members=config["reward_model"]["n_members"],
                                           **kwargs)
     model.learn(agent["total_timesteps"])
-    episodes = run_episodes(factory.make_env(config, config["env"]["deploy_kwargs"]), model,
-                            config["eval"]["episodes"], seed=seed)
+    eval_env = factory.make_env(config, config["env"]["deploy_kwargs"])
+    episodes = run_episodes(eval_env, model, config["eval"]["episodes"], seed=seed)
+    eval_env.close()
     record = {
         "env_id": env_id, "seed": seed,
         "command": " ".join(["python", "bench/pbrl_mujoco.py", "--control", "--envs", env_id, "--seeds", str(seed),
