@@ -68,6 +68,9 @@ class _Leaf:
             self.first = np.asarray(first, dtype=np.int64).reshape(-1)
             self.one_hot_offsets = np.concatenate(([0], np.cumsum(self.sizes)[:-1])).astype(np.int64)
             self.width = int(self.sizes.sum())
+            # one block (Discrete): rows of the identity, gathered by ``take`` (a quarter of the
+            # cost of a fancy-indexed write at wrapper batch sizes)
+            self.identity = np.eye(self.width, dtype=np.float32) if len(self.sizes) == 1 else None
 
 
 class SpaceEncoder:
@@ -134,14 +137,15 @@ class SpaceEncoder:
             if leaf.kind == "dense":
                 out[:, start : start + leaf.width] = value.reshape(n_rows, leaf.width)
                 continue
+            if leaf.identity is not None:
+                out[:, start : start + leaf.width] = self._one_hot_rows(leaf, value.reshape(n_rows))
+                continue
             index = value.reshape(n_rows, -1).astype(np.int64) - leaf.first
             if value.dtype.kind == "f" and not np.array_equal(index + leaf.first, value.reshape(n_rows, -1)):
-                raise ValueError(f"{self._where(leaf.path)} holds non-integer values for {leaf.space}")
+                raise ValueError(self._non_integer_message(leaf))
             # one unsigned comparison catches both index < 0 (wraps to huge) and index >= n
             if (index.view(np.uint64) >= leaf.sizes).any():
-                raise ValueError(
-                    f"{self._where(leaf.path)} holds values outside {leaf.space}: {value.reshape(-1)[:8]}"
-                )
+                raise ValueError(self._outside_message(leaf, value))
             rows = self._rows.get(n_rows)
             if rows is None:
                 rows = self._rows[n_rows] = np.arange(n_rows)[:, None]
@@ -156,6 +160,29 @@ class SpaceEncoder:
                 f"{self.name} batch has no entry {list(leaf.path)} required by {self.space}; pass values "
                 "structured like the space (dict of batches for Dict, tuple of batches for Tuple)"
             ) from exc
+
+    def _one_hot_rows(self, leaf: _Leaf, value: np.ndarray) -> np.ndarray:
+        """(B,) values of a Discrete leaf -> (B, n) rows of the identity; the leaf's checks on the way."""
+        index = value
+        if value.dtype.kind not in "iu":
+            index = value.astype(np.int64)
+            if not np.array_equal(index, value):
+                raise ValueError(self._non_integer_message(leaf))
+        if leaf.first[0]:
+            index = index - leaf.first[0]
+        # take raises on index >= n but wraps negative ones: those are checked first
+        try:
+            if index.min() < 0:
+                raise IndexError
+            return leaf.identity.take(index, axis=0)
+        except IndexError:
+            raise ValueError(self._outside_message(leaf, value)) from None
+
+    def _non_integer_message(self, leaf: _Leaf) -> str:
+        return f"{self._where(leaf.path)} holds non-integer values for {leaf.space}"
+
+    def _outside_message(self, leaf: _Leaf, value: np.ndarray) -> str:
+        return f"{self._where(leaf.path)} holds values outside {leaf.space}: {value.reshape(-1)[:8]}"
 
     def _where(self, path: tuple) -> str:
         return f"{self.name}{''.join(f'[{key!r}]' for key in path)}"

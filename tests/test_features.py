@@ -96,6 +96,8 @@ def test_discrete_accepts_column_vectors_from_vec_envs():
     [
         (spaces.Discrete(3, start=1), np.array([0])),
         (spaces.Discrete(3), np.array([3])),
+        (spaces.Discrete(3), np.array([0, -1])),  # numpy's take would wrap a negative index
+        (spaces.Discrete(3, start=1), np.array([4])),
         (spaces.MultiDiscrete([2, 2]), np.array([[0, 2]])),
         (spaces.Discrete(3), np.array([1.5])),
     ],

@@ -215,13 +215,14 @@ def run_headline(
     }
     pending = [job for job in jobs if not job.result_path(out).is_file()]  # resume: finished jobs are skipped
     deadline = None if max_hours is None else started + 3600.0 * max_hours
-    last_table, ran = time.perf_counter(), 0
+    last_table, ran, tried = time.perf_counter(), 0, set()
     with open(out / "headline.log", "a", encoding="utf-8") as log, tqdm(
         total=len(jobs), initial=len(jobs) - len(pending), desc="headline jobs", disable=not progress_bar,
         dynamic_ncols=True,
     ) as bar, _stop_on_sigterm() as stop:
         for job, error in _execute(pending, out, budget, workers, deadline, stop):
             ran += 1
+            tried.add(job)
             if error is not None:
                 run_info["failed"].append({"job": str(job), "error": error.splitlines()[-1]})
             log.write(f"{time.strftime('%H:%M:%S')} {job} {'FAILED ' + error if error else 'done'}\n")
@@ -235,7 +236,10 @@ def run_headline(
     run_info["wall_seconds"] = time.perf_counter() - started
     run_info["jobs_finished"] = sum(job.result_path(out).is_file() for job in jobs)
     unfinished = len(jobs) - run_info["jobs_finished"]
-    run_info["stopped_at_budget"] = bool(deadline is not None and ran < len(pending) and not stop.is_set())
+    # the budget stopped this chunk only if a job it never tried is still missing: a runner beside it
+    # (say with --agents) may have finished the rest
+    untried_missing = any(job not in tried and not job.result_path(out).is_file() for job in pending)
+    run_info["stopped_at_budget"] = bool(deadline is not None and untried_missing and not stop.is_set())
     if stop.is_set():
         stopped = "SIGTERM (the running jobs finished, none started after it)"
     else:

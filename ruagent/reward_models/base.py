@@ -36,6 +36,7 @@ __all__ = [
     "SpaceMismatchError",
     "align_member_offsets",
     "load_reward_model",
+    "member_mean_variance",
     "member_moments",
 ]
 
@@ -270,8 +271,18 @@ def align_member_offsets(members: np.ndarray, loc: np.ndarray, probs: np.ndarray
 
 def member_moments(members: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probability-weighted mean and std over members: (K, B) and (K,) -> two (B,) float64 arrays."""
+    mean, variance = member_mean_variance(members, probs)
+    return mean, np.sqrt(variance, out=variance)
+
+
+def member_mean_variance(members: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probability-weighted mean and variance over members: (K, B) and (K,) -> two (B,) float64 arrays.
+
+    The variance is a weighted sum of squares, so it is never negative: no clipping before a sqrt.
+    """
     mean = probs @ members
-    return mean, np.sqrt(np.maximum(probs @ np.square(members - mean), 0.0))
+    centred = members - mean
+    return mean, probs @ np.square(centred, out=centred)
 
 
 def _batch_size(value: Any, name: str) -> int:

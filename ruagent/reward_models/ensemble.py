@@ -46,7 +46,7 @@ import torch
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RewardInputs
-from ruagent.reward_models.base import member_moments
+from ruagent.reward_models.base import member_mean_variance
 from ruagent.reward_models.feature_model import FeatureRewardModel
 from ruagent.reward_models.folded import FoldedEnsemble
 from ruagent.reward_models.label_subspace import label_subspace
@@ -445,9 +445,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         """
         folded = self._folded()
         members, nets = self._net_and_novelty_rewards(features, folded)
-        mean, net_std = member_moments(nets, self.member_probs)
-        variance = folded.novelty_variance(features)
-        variance += np.square(net_std)
+        mean, variance = member_mean_variance(nets, self.member_probs)
+        variance += folded.novelty_variance(features)
         return members, (mean, np.sqrt(variance, out=variance))
 
     def _novelty_tensors(self) -> tuple[torch.Tensor, ...]:

@@ -27,6 +27,7 @@ The risk modes call :mod:`ruagent.risk`, the one implementation also used by the
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from typing import Any
@@ -147,11 +148,14 @@ class PosteriorRewardCore:
         k, b = reward_model.n_members, self.n_envs
         self._env_index = np.arange(b)
         self._sampled_member = np.zeros(b, dtype=np.int64)
-        self._proxy_return = np.zeros(b)
-        self._mean_return = np.zeros(b)
-        self._member_returns = np.zeros((b, k))
+        # per-env episode sums in one array, so starting episodes zero them with one write:
+        # proxy return, posterior-mean return, then the K member returns
+        self._returns = np.zeros((b, 2 + k))
+        self._proxy_return, self._mean_return, self._member_returns = (
+            self._returns[:, 0], self._returns[:, 1], self._returns[:, 2:]
+        )
         self._length = np.zeros(b, dtype=np.int64)
-        self._steps = np.zeros(b, dtype=np.int64)  # steps since construction, per env (named in errors)
+        self._steps = 0  # steps since construction (every env steps at once), named in errors
         #: how errors name env i (the skins set the env ids)
         self.env_names = [f"env {i}" for i in range(b)]
         self._rngs: list[np.random.Generator] = []
@@ -169,9 +173,7 @@ class PosteriorRewardCore:
         ``sample`` mode draw each such env's member for the new episode."""
         starting = np.asarray(starting, dtype=bool)
         assert starting.shape == (self.n_envs,), (starting.shape, self.n_envs)
-        self._proxy_return[starting] = 0.0
-        self._mean_return[starting] = 0.0
-        self._member_returns[starting] = 0.0
+        self._returns[starting] = 0.0
         self._length[starting] = 0
         if self.mode == "sample":
             indices = np.flatnonzero(starting)
@@ -195,7 +197,7 @@ class PosteriorRewardCore:
         return self._uniform
 
     def _where(self, i: int) -> str:
-        return f"{self.env_names[i]}, step {int(self._steps[i])} (episode step {int(self._length[i]) + 1})"
+        return f"{self.env_names[i]}, step {self._steps} (episode step {int(self._length[i]) + 1})"
 
     @property
     def sampled_members(self) -> np.ndarray:
@@ -219,7 +221,7 @@ class PosteriorRewardCore:
         """
         b = self.n_envs
         self._steps += 1
-        if env_rewards is not None and not np.isfinite(env_rewards).all():
+        if env_rewards is not None and not _all_finite(env_rewards):
             i = int(np.flatnonzero(~np.isfinite(env_rewards))[0])
             raise NonFiniteRewardError(
                 f"{self._where(i)} returned a non-finite reward {float(env_rewards[i])} (it would become "
@@ -246,7 +248,7 @@ class PosteriorRewardCore:
                 self._sampled_member[:] = self._draw_members(self._env_index)
             rewards = members[self._sampled_member, self._env_index]
         assert rewards.shape == (b,) and rewards.dtype == np.float32, (rewards.shape, rewards.dtype)
-        if not np.isfinite(rewards).all():
+        if not _all_finite(rewards):
             i = int(np.flatnonzero(~np.isfinite(rewards))[0])
             raise NonFiniteRewardError(
                 f"the posterior reward handed to the agent is {float(rewards[i])} at {self._where(i)} (mode "
@@ -266,6 +268,13 @@ class PosteriorRewardCore:
                 "r_members": self._member_returns[i].astype(np.float32),
             }
         return PosteriorRewards(rewards, members, mean, std, episodes)
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, in one reduction on the usual path: a sum is finite iff
+    every term is, unless it overflows (summed in float64, float32 rewards cannot), which the
+    exact check then clears."""
+    return math.isfinite(values.sum(dtype=np.float64)) or bool(np.isfinite(values).all())
 
 
 # ---------------------------------------------------------------------- helpers for the skins

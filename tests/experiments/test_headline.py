@@ -203,3 +203,25 @@ def test_sigterm_ends_the_chunk_after_the_running_job_and_records_it(tmp_path: P
     (chunk,) = headline.read_chunks(tmp_path)
     assert chunk["stopped"].startswith("SIGTERM") and chunk["jobs_run"] == 1 and chunk["jobs_left"] == 4
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
+
+
+@pytest.mark.parametrize("finished_beside", [True, False])
+def test_a_chunk_whose_untried_jobs_another_runner_finished_is_not_stopped_by_its_budget(
+    tmp_path: Path, monkeypatch, finished_beside: bool
+) -> None:
+    from ruagent.experiments import headline
+
+    def one_job_then_the_deadline(jobs, out, *args, **kwargs):
+        for job in jobs[1:] if finished_beside else []:  # a second runner finishes the rest meanwhile
+            job.result_path(out).parent.mkdir(parents=True, exist_ok=True)
+            job.result_path(out).write_text("{}")
+        yield jobs[0], None  # then the deadline passes
+
+    monkeypatch.setattr(headline, "_execute", one_job_then_the_deadline)
+    monkeypatch.setattr(headline, "write_report", lambda out, run_info, figures: run_info)
+    report = headline.run_headline(tmp_path, seeds=2, testbeds=["lava-canonical"], agents=["naive"], tiny=True,
+                                   workers=1, max_hours=1.0, progress_bar=False)
+    (chunk,) = headline.read_chunks(tmp_path)
+    assert chunk["jobs_run"] == 1
+    assert report["stopped_at_budget"] is not finished_beside
+    assert chunk["stopped"] == ("all jobs tried" if finished_beside else "max-hours")

@@ -14,15 +14,11 @@ D, K, H, B = 6, 3, 4, 5
 
 
 def _folded(rng: np.random.Generator, basis: np.ndarray, complement: bool, hidden: bool = True) -> FoldedEnsemble:
-    width = H if hidden else 1
+    width = H + 1 if hidden else 1  # H hidden units and the constant unit, or the output
     columns = 2 * K * width + K
     first_weight = rng.standard_normal((D, columns)).astype(np.float32)
     first_bias = rng.standard_normal((1, columns)).astype(np.float32)
-    layers = (
-        (rng.standard_normal((2 * K, H, 1)).astype(np.float32), rng.standard_normal((2 * K, 1, 1)).astype(np.float32))
-        if hidden
-        else ()
-    )
+    layers = (rng.standard_normal((2 * K, width, 1)).astype(np.float32),) if hidden else ()
     scale, shift = rng.uniform(0.5, 2.0, D), rng.standard_normal(D)
     return FoldedEnsemble(
         first_weight=first_weight,
@@ -47,8 +43,8 @@ def _per_net_reference(folded: FoldedEnsemble, x: np.ndarray) -> tuple[np.ndarra
         columns = slice(net * width, (net + 1) * width)
         h = x @ w[:, columns] + b[:, columns]
         if folded.has_hidden:
-            out_w, out_b = folded.layers
-            h = np.maximum(h, 0.0) @ out_w[net].astype(np.float64) + out_b[net].astype(np.float64)
+            (out_w,) = folded.layers
+            h = np.maximum(h, 0.0) @ out_w[net].astype(np.float64)
         outputs.append(h[:, 0])
     outputs = np.stack(outputs)
     nets = outputs[:K] + outputs[K:]

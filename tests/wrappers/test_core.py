@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ruagent import risk
-from ruagent.wrappers.core import MODES, PosteriorRewardCore, batch_one, replace_rows
+from ruagent.wrappers.core import MODES, NonFiniteRewardError, PosteriorRewardCore, batch_one, replace_rows
 
 N_ENVS = 4
 
@@ -199,3 +199,33 @@ def test_mean_and_lcb_use_the_families_analytic_posterior_moments(mode):
     assert not np.allclose(out.mean, out.members.mean(axis=0), atol=1e-3)
     expected = mean if mode == "mean" else mean - 2.0 * std
     np.testing.assert_allclose(out.rewards, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_check_refuses_nan_and_inf_and_accepts_sums_that_overflow(setting, bad):
+    env, model = setting
+    core = PosteriorRewardCore(model, N_ENVS)
+    obs, actions, next_obs = _batch(env, N_ENVS, seed=0)
+    dones = np.zeros(N_ENVS, dtype=bool)
+    huge = np.full(N_ENVS, np.finfo(np.float64).max)  # finite; their sum is inf
+    with np.errstate(over="ignore"):
+        core.step(obs, actions, next_obs, dones, huge)
+    env_rewards = np.zeros(N_ENVS, dtype=np.float32)
+    env_rewards[2] = bad
+    with pytest.raises(NonFiniteRewardError, match=r"env 2, step 2 .* non-finite reward"):
+        core.step(obs, actions, next_obs, dones, env_rewards)
+
+
+def test_starting_episodes_zero_only_their_own_sums(setting):
+    env, model = setting
+    core = PosteriorRewardCore(model, N_ENVS)
+    obs, actions, next_obs = _batch(env, N_ENVS, seed=1)
+    never = np.zeros(N_ENVS, dtype=bool)
+    first = core.step(obs, actions, next_obs, never)
+    core.start_episodes(np.array([True, False, False, True]))
+    ended = core.step(obs, actions, next_obs, np.ones(N_ENVS, dtype=bool)).episodes
+    for i, factor in zip(range(N_ENVS), (1, 2, 2, 1)):
+        assert ended[i]["l"] == factor
+        np.testing.assert_allclose(ended[i]["r"], factor * first.rewards[i], rtol=1e-6)
+        np.testing.assert_allclose(ended[i]["r_mean"], factor * first.mean[i], rtol=1e-6)
+        np.testing.assert_allclose(ended[i]["r_members"], factor * first.members[:, i], rtol=1e-6)
