@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import errno
 import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +26,21 @@ def call_main(main: Callable[[list[str]], int], *args: str) -> tuple[int, str, s
         except SystemExit as exit_:
             code = exit_.code
     return code, out.getvalue(), err.getvalue()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick_bench(script: str, out: Path) -> dict[str, Any]:
+    """``python bench/<script> --quick --out <out>`` on one thread: the JSON it printed last, checked to
+    succeed and to equal the file it wrote."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == summary
+    return summary
 
 
 class FullDisk:

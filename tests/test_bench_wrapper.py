@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, run_quick_bench
+
 sys.path.insert(0, str(ROOT / "bench"))
-import wrapper as bench_wrapper  # noqa: E402
+import wrapper as bench_wrapper
 
 
 def test_floor_wrapper_gives_the_real_wrappers_mean_std_and_members():
@@ -32,13 +29,7 @@ def test_floor_wrapper_gives_the_real_wrappers_mean_std_and_members():
 
 
 def test_quick_run_writes_the_json_it_prints(tmp_path):
-    out = tmp_path / "wrapper.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "wrapper.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert json.loads(out.read_text()) == summary
+    summary = run_quick_bench("wrapper.py", tmp_path / "wrapper.json")
     overheads = ("wrapper_mean_step_overhead_us", "wrapper_floor_step_overhead_us")
     for key in ("wrapper_vs_plain", "ppo_wrapper_vs_ppo", *overheads):
         assert summary[key] > 0, key
