@@ -172,7 +172,7 @@ class SpaceEncoder:
             index = index - leaf.first[0]
         # take raises on index >= n but wraps negative ones: those are checked first
         try:
-            if index.min() < 0:
+            if index.size and index.min() < 0:  # (min of an empty batch would raise)
                 raise IndexError
             return leaf.identity.take(index, axis=0)
         except IndexError:

@@ -196,3 +196,8 @@ def test_callable_inputs_and_their_record():
         restored(np.array([1]), np.array([0]), np.array([0]))
     with pytest.raises(ValueError, match="'transition', 'env' or a callable"):
         RewardInputs(spaces.Discrete(2), spaces.Discrete(2), "pixels")
+
+
+def test_an_empty_discrete_batch_encodes_to_no_rows():
+    encoder = SpaceEncoder(spaces.Discrete(3, start=1))
+    assert encoder(np.zeros(0, dtype=np.int64)).shape == (0, 3)
