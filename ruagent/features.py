@@ -171,9 +171,10 @@ class SpaceEncoder:
         if leaf.first[0]:
             index = index - leaf.first[0]
         # take raises on index >= n but wraps negative ones: those are checked first
+        # (``index.size``: the min of an empty batch would raise)
+        if index.size and index.min() < 0:
+            raise ValueError(self._outside_message(leaf, value))
         try:
-            if index.size and index.min() < 0:  # (min of an empty batch would raise)
-                raise IndexError
             return leaf.identity.take(index, axis=0)
         except IndexError:
             raise ValueError(self._outside_message(leaf, value)) from None
