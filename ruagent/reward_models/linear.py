@@ -29,28 +29,15 @@ maximum sits at σ_n → 0 — is handled by the floor below. The plug-in σ̂_n
 uncertainty (a Gaussian rather than a Student-t predictive), which narrows labelled directions
 by a factor of about √(1 + 1/(N − γ)); unlabelled directions are not affected.
 
-The evidence is computed from the sufficient statistics ΦᵀΦ, Φᵀy, yᵀy and N (float64) and
-one eigen-decomposition ΦᵀΦ = Q diag(s) Qᵀ, so each evaluation is O(P):
-
-    log p(y | σ_n) = −½ [N log 2π + N log σ_n² + Σ_i log(1 + σ_r² s_i / σ_n²)
-                         + (yᵀy − Σ_i σ_r² b_i² / (σ_n² + σ_r² s_i)) / σ_n²],   b = Qᵀ Φᵀy.
-
-It is maximised over log σ_n on [floor, ‖y‖] (above ‖y‖ it always decreases): a log grid
-locates the maximum, and Brent's root finder solves its stationarity condition
-``σ_n² = ‖y − Φμ‖² / (N − γ)`` (Bishop eq. 3.95) there, which, unlike the flat top of the
-evidence, is determined to rounding error. The floor, ``max(1e-3·max|y|, 1e-4·σ_r)``, keeps the precision
-well-conditioned when the labels are exact (the maximum is then at σ_n → 0): it says labels are
-trusted to 0.1 % of the largest reward.
-
-:meth:`BayesianLinearRewardModel.update` is exact: it adds the labels to the sufficient
-statistics; with a fixed σ_n it updates the posterior by the Sherman–Morrison identity on
-Σ = Λ⁻¹ (a Kalman-filter step, one transition at a time), with a learned σ_n it re-estimates
-σ_n from the updated statistics and recomputes the posterior (O(P³)). Either way it equals a
-refit on all labels so far to ~1e-9. Members are K draws ``w_k = μ + L⁻ᵀ z_k`` with
-``Λ = L Lᵀ`` and standard normals ``z_k`` fixed until
-:meth:`~BayesianLinearRewardModel.resample`, so member k changes smoothly as evidence arrives.
-The posterior mean and std of the reward, ``φᵀμ`` and ``√(φᵀΣφ)``, are analytic
-(:meth:`~ruagent.reward_models.base.RewardModel.predict_moments`).
+The posterior algebra — sufficient statistics, the evidence maximisation, exact online
+updates — is :class:`~ruagent.reward_models.gaussian_posterior.LinearGaussianPosterior`. The
+floor on σ̂_n, ``max(1e-3·max|y|, 1e-4·σ_r)``, keeps the precision well-conditioned when the
+labels are exact (the evidence then peaks at σ_n → 0): labels are trusted to 0.1 % of the
+largest reward. :meth:`BayesianLinearRewardModel.update` equals a refit on all labels so far
+to ~1e-9. Members are K draws ``w_k = μ + L⁻ᵀ z_k`` with ``Λ = L Lᵀ`` and standard normals
+``z_k`` fixed until :meth:`~BayesianLinearRewardModel.resample`, so member k changes smoothly
+as evidence arrives. The posterior mean and std of the reward, ``φᵀμ`` and ``√(φᵀΣφ)``, are
+analytic (:meth:`~ruagent.reward_models.base.RewardModel.predict_moments`).
 
 φ is the model's input features (featuriser, env ``reward_features`` as in IRD, or a
 callable), optionally mapped by random Fourier features (Rahimi & Recht, NIPS 2007) after
@@ -64,15 +51,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import scipy.linalg
 import torch
-from tqdm.auto import tqdm
 
 from ruagent.data import labelled_arrays
 from ruagent.features import RandomFourierFeatures, RewardInputs
 from ruagent.reward_models import priors
-from ruagent.reward_models.evidence import maximise_evidence
 from ruagent.reward_models.feature_model import FeatureRewardModel
+from ruagent.reward_models.gaussian_posterior import LinearGaussianPosterior
 
 __all__ = ["BayesianLinearRewardModel"]
 
@@ -135,7 +120,6 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         #: whether σ_n is estimated from the labels (``noise_std=None``).
         self.learn_noise = noise_std is None
         self._declared_noise_std = None if noise_std is None else float(noise_std)
-        self._noise_estimate: float | None = None
         self.n_fourier = None if random_fourier_features is None else int(random_fourier_features)
         self.rff_lengthscale = float(rff_lengthscale)
         self.bias = bool(bias)
@@ -144,8 +128,10 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         self._rff_seed, self._draw_seed = np.random.SeedSequence(seed).spawn(2)
         self.input_loc: np.ndarray | None = None
         self.input_scale: np.ndarray | None = None
+        #: whether the prior is the base N(0, σ_r² I) (not a Gaussian from :meth:`set_posterior`)
         self._default_prior = True
-        self._n_labels, self._yy, self._max_abs_label = 0, 0.0, 0.0  # the array statistics come with _build
+        self._posterior: LinearGaussianPosterior | None = None  # built with the basis (_build)
+        self._weights32: np.ndarray | None = None
         self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
@@ -166,33 +152,20 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         """σ_r in use: resolved, or the provisional 1.0 before anything resolved it."""
         return priors.DEFAULT_PREFERENCE_REWARD_SCALE if self._resolved_scale is None else self._resolved_scale
 
-    def _set_default_prior(self) -> None:
-        """The base prior N(0, σ_r² I) (the prior of the labels in the statistics)."""
-        p = self.basis_dim
-        self._prior_mean = np.zeros(p)
-        self._prior_precision = np.eye(p) / self._scale() ** 2
-        self._default_prior = True
-
-    def _clear_statistics(self) -> None:
-        p = self.basis_dim
-        self._gram = np.zeros((p, p))  # ΦᵀΦ
-        self._moment = np.zeros(p)  # Φᵀy
-        self._yy = 0.0  # yᵀy
-        self._n_labels = 0
-        self._max_abs_label = 0.0
+    def _default_prior_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """The base prior N(0, σ_r² I): its mean (P,) and precision (P, P)."""
+        return np.zeros(self.basis_dim), np.eye(self.basis_dim) / self._scale() ** 2
 
     def _reset_to_prior(self) -> None:
-        self._set_default_prior()
-        self._clear_statistics()
-        self._noise_estimate = None
-        self._set_posterior_to_prior()
+        """Base prior, no labels, no noise estimate."""
+        self._posterior = LinearGaussianPosterior(*self._default_prior_moments())
+        self._default_prior = True
+        self._weights32 = None
 
-    def _set_posterior_to_prior(self) -> None:
-        self._precision = self._prior_precision.copy()
-        self._precision_mean = self._prior_precision @ self._prior_mean  # Λμ
-        self._cov = scipy.linalg.cho_solve(scipy.linalg.cho_factor(self._precision), np.eye(self.basis_dim))
-        self._mean = self._prior_mean.copy()
-        self._weights32: np.ndarray | None = None
+    def _condition(self) -> None:
+        """The posterior from the prior and the statistics (σ_n re-estimated if learned)."""
+        self._posterior.condition(self._declared_noise_std, self.noise_floor())
+        self._weights32 = None
 
     # ------------------------------------------------------------------ hyperparameters
     @property
@@ -207,16 +180,18 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         and no reward labels yet, 1.0 (the Bradley–Terry unit, the scale preference fits assume)."""
         if not self.learn_noise:
             return self._declared_noise_std
-        return priors.DEFAULT_PREFERENCE_REWARD_SCALE if self._noise_estimate is None else self._noise_estimate
+        estimate = None if self._posterior is None else self._posterior.noise_std
+        return priors.DEFAULT_PREFERENCE_REWARD_SCALE if estimate is None else estimate
 
     @property
     def n_labels(self) -> int:
         """Reward labels in the sufficient statistics (since the last fit or :meth:`set_posterior`)."""
-        return self._n_labels
+        return 0 if self._posterior is None else self._posterior.n_labels
 
     def noise_floor(self) -> float:
         """The least σ_n the evidence may choose: ``max(1e-3·max|y|, 1e-4·σ_r)``."""
-        return max(NOISE_FLOOR_LABEL * self._max_abs_label, NOISE_FLOOR_PRIOR * self._scale())
+        largest = 0.0 if self._posterior is None else self._posterior.max_abs_label
+        return max(NOISE_FLOOR_LABEL * largest, NOISE_FLOOR_PRIOR * self._scale())
 
     def resolve_prior_reward_scale(self, rewards: np.ndarray | None = None) -> float:
         """σ_r: declared, already derived, or derived now from ``rewards`` (None: preference
@@ -228,32 +203,30 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         if self._resolved_scale is None:
             self._resolved_scale = priors.resolve_prior_reward_scale(None, rewards, type(self).__name__)
             if self.in_dim is not None and self._default_prior:
-                self._set_default_prior()
-                self._recompute()
+                self._posterior.set_prior(*self._default_prior_moments())
+                self._condition()
         return self._resolved_scale
 
     # ------------------------------------------------------------------ posterior
     @property
     def posterior_mean(self) -> np.ndarray:
         """μ (P,), float64."""
-        return self._mean.copy()
+        return self._posterior.mean.copy()
 
     @property
     def posterior_cov(self) -> np.ndarray:
         """Σ = Λ⁻¹ (P, P), float64."""
-        return self._cov.copy()
+        return self._posterior.cov.copy()
 
     @property
     def posterior_precision(self) -> np.ndarray:
         """Λ (P, P), float64."""
-        return self._precision.copy()
+        return self._posterior.precision.copy()
 
     @property
     def weights(self) -> np.ndarray:
         """The K member weight draws (K, P), float64: ``w_k = μ + L⁻ᵀ z_k`` with Λ = L Lᵀ."""
-        cholesky = np.linalg.cholesky(self._precision)
-        offsets = scipy.linalg.solve_triangular(cholesky, self._standard_normals.T, lower=True, trans="T")
-        return self._mean[None, :] + offsets.T
+        return self._posterior.draws(self._standard_normals)
 
     def set_posterior(self, mean: np.ndarray, precision: np.ndarray) -> None:
         """Replace the posterior by N(mean, precision⁻¹), e.g. a Laplace approximation for a
@@ -271,10 +244,10 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         p = self.basis_dim
         if mean.shape != (p,) or precision.shape != (p, p):
             raise ValueError(f"need mean ({p},) and precision ({p}, {p}); got {mean.shape}, {precision.shape}")
-        precision = 0.5 * (precision + precision.T)
-        self._prior_mean, self._prior_precision, self._default_prior = mean.copy(), precision, False
-        self._clear_statistics()
-        self._set_posterior_to_prior()
+        self._posterior.set_prior(mean, precision)
+        self._posterior.clear()
+        self._default_prior = False
+        self._weights32 = None
 
     def resample(self, seed: int | None = None) -> None:
         """Draw K new members (fresh standard normals) from the current posterior."""
@@ -318,52 +291,6 @@ class BayesianLinearRewardModel(FeatureRewardModel):
             self.set_input_normalisation(features)
         return self.basis(features), np.asarray(rewards, dtype=np.float64), features
 
-    def _add_statistics(self, phi: np.ndarray, y: np.ndarray) -> None:
-        self._gram = self._gram + phi.T @ phi
-        self._moment = self._moment + phi.T @ y
-        self._yy += float(y @ y)
-        self._n_labels += len(y)
-        if len(y):
-            self._max_abs_label = max(self._max_abs_label, float(np.max(np.abs(y))))
-
-    def _recompute(self) -> None:
-        """The posterior from the base prior and the statistics (σ_n re-estimated if learned)."""
-        if not self.learn_noise:
-            noise_var = self._declared_noise_std**2
-            self._precision = self._prior_precision + self._gram / noise_var
-            self._precision_mean = self._prior_precision @ self._prior_mean + self._moment / noise_var
-            factor = scipy.linalg.cho_factor(self._precision)
-            self._mean = scipy.linalg.cho_solve(factor, self._precision_mean)
-            self._cov = scipy.linalg.cho_solve(factor, np.eye(self.basis_dim))
-            self._weights32 = None
-            return
-        if self._n_labels == 0:
-            self._set_posterior_to_prior()
-            return
-        # whiten by the base prior N(m₀, Λ₀⁻¹), Λ₀ = L₀L₀ᵀ: w = m₀ + L₀⁻ᵀv with v ~ N(0, I), and the
-        # residual labels y − Φm₀ = Φ̃v + ε with Φ̃ = ΦL₀⁻ᵀ; then the evidence needs only Φ̃ᵀΦ̃'s eigenvalues
-        m0 = self._prior_mean
-        chol0 = np.linalg.cholesky(self._prior_precision)
-        unwhiten = scipy.linalg.solve_triangular(chol0, np.eye(self.basis_dim), lower=True, trans="T")  # L₀⁻ᵀ
-        gram_w = unwhiten.T @ self._gram @ unwhiten
-        moment_w = unwhiten.T @ (self._moment - self._gram @ m0)
-        yy_w = self._yy - 2 * float(m0 @ self._moment) + float(m0 @ self._gram @ m0)
-        s, q = np.linalg.eigh(0.5 * (gram_w + gram_w.T))
-        s = np.maximum(s, 0.0)
-        b = q.T @ moment_w
-        noise = maximise_evidence(s, b * b, max(yy_w, 0.0), self._n_labels, self.noise_floor())
-        self._noise_estimate = noise
-        noise_var = noise**2
-        shrink = 1.0 / (1.0 + s / noise_var)  # posterior variances of v along the eigenvectors
-        directions = unwhiten @ q  # (P, P): w-space directions of v's eigenvectors
-        self._mean = m0 + directions @ (shrink * b / noise_var)
-        cov = (directions * shrink) @ directions.T
-        self._cov = 0.5 * (cov + cov.T)
-        self._precision = self._prior_precision + self._gram / noise_var
-        self._precision = 0.5 * (self._precision + self._precision.T)
-        self._precision_mean = self._prior_precision @ m0 + self._moment / noise_var
-        self._weights32 = None
-
     def fit(self, data: Any, env: gym.Env | None = None, progress_bar: bool = False) -> BayesianLinearRewardModel:
         """Posterior from the prior N(0, σ_r² I) and these labels (forgets earlier data).
 
@@ -384,8 +311,8 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         if self.prior_reward_scale is None and len(y):
             self._resolved_scale = priors.resolve_prior_reward_scale(None, y, type(self).__name__)
         self._reset_to_prior()
-        self._add_statistics(phi, y)
-        self._recompute()
+        self._posterior.add(phi, y)
+        self._condition()
         self.set_reward_statistics(features)
         return self
 
@@ -402,36 +329,22 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         """
         first = self.input_loc is None and self.reward_loc is None
         phi, y, features = self._labelled_basis(data, env, first=first)
-        self._add_statistics(phi, y)
+        self._posterior.add(phi, y)
         prior_changed = False
-        if self.prior_reward_scale is None and self._default_prior and self._n_labels:
-            largest = np.array([self._max_abs_label])
+        if self.prior_reward_scale is None and self._default_prior and self.n_labels:
+            largest = np.array([self._posterior.max_abs_label])
             if priors.default_prior_reward_scale(largest) != self._resolved_scale:
                 self._resolved_scale = priors.resolve_prior_reward_scale(None, largest, type(self).__name__)
-                self._set_default_prior()
+                self._posterior.set_prior(*self._default_prior_moments())
                 prior_changed = True
         if self.learn_noise or prior_changed:
-            self._recompute()
+            self._condition()
         else:
-            self._rank_one_updates(phi, y, progress_bar)
+            self._posterior.rank_one_updates(phi, y, self._declared_noise_std, progress_bar)
+            self._weights32 = None
         if self.reward_loc is None:
             self.set_reward_statistics(features)
         return self
-
-    def _rank_one_updates(self, phi: np.ndarray, y: np.ndarray, progress_bar: bool) -> None:
-        noise_var = self._declared_noise_std**2
-        cov, mean = self._cov, self._mean.copy()
-        rows = tqdm(zip(phi, y), total=len(y), desc="update posterior", disable=not progress_bar, leave=False)
-        for row, label in rows:
-            gain_direction = cov @ row  # Σφ
-            denominator = noise_var + row @ gain_direction
-            mean += gain_direction * ((label - row @ mean) / denominator)
-            cov -= np.outer(gain_direction, gain_direction / denominator)
-        self._cov = 0.5 * (cov + cov.T)
-        self._mean = mean
-        self._precision = self._precision + phi.T @ phi / noise_var
-        self._precision_mean = self._precision_mean + phi.T @ y / noise_var
-        self._weights32 = None
 
     # ------------------------------------------------------------------ prediction
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
@@ -443,9 +356,7 @@ class BayesianLinearRewardModel(FeatureRewardModel):
     def _feature_moments(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean ``φᵀμ`` and std ``√(φᵀΣφ)`` (B,) float64 of the reward function (without
         label noise) at raw features (B, D)."""
-        phi = self.basis(features)
-        variance = np.einsum("bi,bi->b", phi @ self._cov, phi)
-        return phi @ self._mean, np.sqrt(np.maximum(variance, 0.0))
+        return self._posterior.moments(self.basis(features))
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -454,11 +365,11 @@ class BayesianLinearRewardModel(FeatureRewardModel):
             "prior_reward_scale": self.prior_reward_scale,
             "prior_reward_scale_resolved": self._resolved_scale,
             "noise_std": self._declared_noise_std,
-            "noise_std_estimate": self._noise_estimate,
+            "noise_std_estimate": None if self._posterior is None else self._posterior.noise_std,
             "default_prior": self._default_prior,
-            "n_labels": self._n_labels,
-            "label_sum_of_squares": self._yy,
-            "max_abs_label": self._max_abs_label,
+            "n_labels": self.n_labels,
+            "label_sum_of_squares": 0.0 if self._posterior is None else self._posterior.yy,
+            "max_abs_label": 0.0 if self._posterior is None else self._posterior.max_abs_label,
             "random_fourier_features": self.n_fourier,
             "rff_lengthscale": self.rff_lengthscale,
             "bias": self.bias,
@@ -469,16 +380,18 @@ class BayesianLinearRewardModel(FeatureRewardModel):
         }
         tensors: dict[str, torch.Tensor] = {}
         if self.in_dim is not None:
+            posterior = self._posterior
             arrays = {
-                "precision": self._precision,
-                "precision_mean": self._precision_mean,
-                "cov": self._cov,
-                "mean": self._mean,
+                "precision": posterior.precision,
+                # Λμ: not needed to load, kept so that files stay readable by ruagent before 2026-11-29
+                "precision_mean": posterior.precision @ posterior.mean,
+                "cov": posterior.cov,
+                "mean": posterior.mean,
                 "standard_normals": self._standard_normals,
-                "prior_mean": self._prior_mean,
-                "prior_precision": self._prior_precision,
-                "gram": self._gram,
-                "moment": self._moment,
+                "prior_mean": posterior.prior_mean,
+                "prior_precision": posterior.prior_precision,
+                "gram": posterior.gram,
+                "moment": posterior.moment,
             }
             if self.rff is not None:
                 arrays.update(rff_frequencies=self.rff.frequencies, rff_phases=self.rff.phases)
@@ -522,7 +435,7 @@ class BayesianLinearRewardModel(FeatureRewardModel):
                     arrays["rff_frequencies"], arrays["rff_phases"], model.rff_lengthscale
                 )
             p = model.basis_dim
-            expected = {"precision": (p, p), "precision_mean": (p,), "cov": (p, p), "mean": (p,)}
+            expected = {"precision": (p, p), "cov": (p, p), "mean": (p,)}
             if not legacy:
                 expected.update(prior_mean=(p,), prior_precision=(p, p), gram=(p, p), moment=(p,))
             for name, shape in {**expected, "standard_normals": (model.n_members, p)}.items():
@@ -530,22 +443,21 @@ class BayesianLinearRewardModel(FeatureRewardModel):
                     raise ValueError(f"array {name} is missing")
                 if arrays[name].shape != shape:
                     raise ValueError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
-            model._precision, model._precision_mean = arrays["precision"], arrays["precision_mean"]
-            model._cov, model._mean = arrays["cov"], arrays["mean"]
             model._standard_normals = arrays["standard_normals"]
             model.input_loc, model.input_scale = arrays.get("input_loc"), arrays.get("input_scale")
-            if legacy:
-                # no statistics were saved: the saved posterior is the prior of later labels
-                model._prior_mean, model._prior_precision = model._mean.copy(), model._precision.copy()
-                model._default_prior = False
-            else:
-                model._prior_mean, model._prior_precision = arrays["prior_mean"], arrays["prior_precision"]
-                model._gram, model._moment = arrays["gram"], arrays["moment"]
+            # legacy files saved no statistics: the saved posterior is the prior of later labels
+            prior = ("mean", "precision") if legacy else ("prior_mean", "prior_precision")
+            posterior = LinearGaussianPosterior(*(arrays[name] for name in prior))
+            posterior.precision, posterior.cov, posterior.mean = arrays["precision"], arrays["cov"], arrays["mean"]
+            model._default_prior = False
+            if not legacy:
+                posterior.gram, posterior.moment = arrays["gram"], arrays["moment"]
+                posterior.n_labels = int(config["n_labels"])
+                posterior.yy = float(config["label_sum_of_squares"])
+                posterior.max_abs_label = float(config["max_abs_label"])
+                posterior.noise_std = config["noise_std_estimate"]
                 model._default_prior = bool(config["default_prior"])
-                model._n_labels = int(config["n_labels"])
-                model._yy = float(config["label_sum_of_squares"])
-                model._max_abs_label = float(config["max_abs_label"])
-                model._noise_estimate = config["noise_std_estimate"]
+            model._posterior = posterior
         return model
 
     def __repr__(self) -> str:
