@@ -185,8 +185,8 @@ def fit_and_time(n_labels: int, n_heldout: int, seed: int, repeats: int, epochs:
         epochs_run.append(history["epochs"])
         _, mean, _ = model.predict_moments(*heldout[:3])
         heldout_mse.append(float(np.mean(np.square(mean.astype(np.float64) - heldout[3]))))
-    basis = model.novelty_basis.shape[1]
-    never_varied = model.in_dim - basis if model.novelty_complement else basis
+    basis = model.novelty.basis.shape[1]
+    never_varied = model.in_dim - basis if model.novelty.complement else basis
     return {
         "ruagent": str(Path(ruagent.__file__).parent),
         "cpu_s": [round(t, 2) for t in cpu],

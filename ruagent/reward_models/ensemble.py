@@ -14,11 +14,10 @@ on its own bootstrap resample. Two priors, both in reward units of σ_r (``prior
 * ``g · p_k``: the prior nets, scaled so that members spread by σ_r before training. Where the
   labels constrain the reward, training cancels the priors' disagreement; elsewhere inside
   the labels' span it remains.
-* ``n_kᵀ x̃``: the *novelty prior*, a fixed linear function with N(0, σ_r²) weights on the
-  directions along which the label inputs never varied (zero on every label input, so
-  training has nothing to cancel). Random ReLU nets barely react to one new input column among
-  hundreds (one-hot lava entering a 258-wide transition feature moved members by 0.005 where
-  the true penalty is 2); this term is what a Bayesian linear model keeps there: its prior.
+* ``n_kᵀ x̃``: the *novelty prior* (:mod:`ruagent.reward_models.novelty`), a fixed linear
+  function with N(0, σ_r²) weights on the directions along which the label inputs never
+  varied (zero on every label input, so training has nothing to cancel): what a Bayesian
+  linear model keeps there, its prior, where random ReLU nets barely react to a new column.
 
 All K members live in stacked tensors (``(K, fan_in, fan_out)`` weights) and are evaluated
 and trained by batched matmuls: no Python loop over members anywhere.
@@ -37,7 +36,6 @@ import itertools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -49,7 +47,7 @@ from ruagent.features import RewardInputs
 from ruagent.reward_models.base import member_mean_variance
 from ruagent.reward_models.feature_model import FeatureRewardModel
 from ruagent.reward_models.folded import FoldedEnsemble
-from ruagent.reward_models.label_subspace import label_subspace
+from ruagent.reward_models.novelty import NoveltyPrior
 from ruagent.reward_models.priors import default_prior_reward_scale, input_normalisation, resolve_prior_reward_scale
 from ruagent.reward_models.regression import regress_members
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
@@ -66,8 +64,6 @@ PRIOR_CALIBRATION_ROWS = 512
 #: variance (in normalised units, where a labelled column has variance 1) at or below which a
 #: direction of the label inputs counts as never varied, for the novelty prior
 NULL_VARIANCE = 1e-6
-#: the novelty prior's tensors, saved with the model
-_NOVELTY_TENSORS = ("novelty_weight", "novelty_bias", "novelty_scale", "novelty_shift", "novelty_basis")
 
 
 def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +163,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         self._prior: list[torch.Tensor] = []
         self._cache: FoldedEnsemble | None = None
         self._cache_key: tuple | None = None
-        self.novelty_complement = False  # which basis the novelty variance uses (see _build)
+        self.novelty: NoveltyPrior | None = None  # built with the layers (_build)
         self._build_if_width_known()
 
     # ------------------------------------------------------------------ construction
@@ -185,16 +181,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         # Reward units per unit of prior-net output: σ_r / (the prior nets' sensitivity), set by
         # set_normalisation once the label inputs are known.
         self.prior_gain = torch.zeros((), device=self.device)
-        # The novelty prior (set_normalisation; zero until then). Members: x W + b on raw inputs,
-        # (D, K) and (K,). Its variance at x: ‖P u‖² with u = x·scale + shift (D,) the input
-        # normalised and in units of σ_r, and P the projection on the never-varied directions,
-        # kept as an orthonormal basis (D, m) of that subspace, or of its complement when smaller.
-        self.novelty_weight = torch.zeros(in_dim, k, device=self.device)
-        self.novelty_bias = torch.zeros(k, device=self.device)
-        self.novelty_scale = torch.zeros(in_dim, device=self.device)
-        self.novelty_shift = torch.zeros(in_dim, device=self.device)
-        self.novelty_basis = torch.zeros(in_dim, 0, device=self.device)
-        self.novelty_complement = False
+        #: the novelty prior (drawn by set_normalisation; zero until then)
+        self.novelty = NoveltyPrior.zeros(in_dim, k, self.device)
         self._cache = None
 
     def parameters(self) -> list[torch.Tensor]:
@@ -236,11 +224,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             prior = x.new_zeros(self.n_members, 0)
         else:
             prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
-        if features.dim() == 2:
-            novelty = (features @ self.novelty_weight).T
-        else:
-            novelty = torch.einsum("kbd,dk->kb", features, self.novelty_weight)
-        return self.target_loc + self.prior_gain * prior + novelty + self.novelty_bias[:, None]
+        return self.target_loc + self.prior_gain * prior + self.novelty.rewards_torch(features)
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
         """The trained part ``σ_t·f_k(x̃)``, differentiable: (B, D) shared or (K, B, D) -> (K, B).
@@ -278,7 +262,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         preferences). The prior nets are scaled so that, before training, members spread by σ_r
         (std over members, averaged over the label inputs): where the labels do not pin a
         member down it keeps a prior of that width in reward units. The novelty prior
-        (:meth:`_set_novelty_prior`) covers the directions the labels never varied.
+        (:class:`~ruagent.reward_models.novelty.NoveltyPrior`) covers the directions the labels never varied.
 
         :param features: (N, D) raw features of the label data.
         :param rewards: (N,) reward labels, or None to leave the output scale (preferences).
@@ -309,34 +293,9 @@ class EnsembleRewardModel(FeatureRewardModel):
                 spread = float(_stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
         gain = self.prior_reward_scale / spread if spread > 0 else 0.0
         self.prior_gain = torch.tensor(gain, dtype=torch.float32, device=self.device)
-        self._set_novelty_prior(normalised, loc, scale)
+        self.novelty = NoveltyPrior.draw(normalised, loc, scale, self.prior_reward_scale, self.n_members,
+                                         self._generator, self.device, NULL_VARIANCE)
         self._cache = None
-
-    def _set_novelty_prior(self, normalised: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> None:
-        """Draw member k's novelty prior: N(0, σ_r²) weights on the directions the labels never varied.
-
-        Those are the directions of the normalised label inputs (N, D) with variance at most
-        :data:`NULL_VARIANCE`: columns constant in the labels and linear combinations the
-        labels held fixed (LavaWorld's terrain one-hots of a cell sum to 1 until lava appears).
-        Along them the data carry no information, so each member keeps its prior there, as a
-        Bayesian linear model's posterior does; on the label inputs the term is zero, so
-        training has nothing to cancel and members stay sharp where the labels are. Found by
-        :func:`~ruagent.reward_models.label_subspace.label_subspace` at cost
-        O(N·D + N·D_v·min(N, D_v)) for D_v varied columns (the D×D covariance and its
-        eigendecomposition it replaces took 28 s at D = 5,677).
-        """
-        subspace = label_subspace(normalised, NULL_VARIANCE)
-        # (D, K) on normalised inputs, N(0, σ_r² P)
-        weight = self.prior_reward_scale * subspace.sample_never_varied(self.n_members, self._generator)
-        # x̃ᵀ W = ((x - loc) / scale)ᵀ W: fold the normalisation in, as prediction does
-        as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=self.device)
-        self.novelty_weight = as_tensor(weight / scale[:, None])
-        self.novelty_bias = as_tensor(-(loc / scale) @ weight)
-        self.novelty_scale = as_tensor(self.prior_reward_scale / scale)
-        self.novelty_shift = as_tensor(-self.prior_reward_scale * loc / scale)
-        # the variance needs ‖P u‖²: project on the smaller of the two subspaces (‖u‖² − ‖Vᵀu‖² otherwise)
-        self.novelty_complement = subspace.never_varied is None
-        self.novelty_basis = as_tensor(subspace.varied if self.novelty_complement else subspace.never_varied)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -408,7 +367,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         # map() keeps the key C-level: this runs on every wrapper step
         key = (
             *map(id, (self.input_loc, self.input_scale, self.target_loc, self.target_scale, self.prior_gain,
-                      *self._novelty_tensors())),
+                      self.novelty)),
             *map(_VERSION, self._trainable),
             *map(_VERSION, self._prior),
         )
@@ -427,8 +386,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             target_loc=self.target_loc,
             target_scale=self.target_scale,
             prior_gain=self.prior_gain,
-            novelty=dict(zip(("weight", "bias", "scale", "shift", "basis"), self._novelty_tensors())),
-            novelty_complement=self.novelty_complement,
+            novelty=self.novelty,
         )
 
     def _predict_features(self, features: np.ndarray) -> np.ndarray:
@@ -448,10 +406,6 @@ class EnsembleRewardModel(FeatureRewardModel):
         mean, variance = member_mean_variance(nets, self.member_probs)
         variance += folded.novelty_variance(features)
         return members, (mean, np.sqrt(variance, out=variance))
-
-    def _novelty_tensors(self) -> tuple[torch.Tensor, ...]:
-        """The novelty prior's tensors, in the order they are saved."""
-        return self.novelty_weight, self.novelty_bias, self.novelty_scale, self.novelty_shift, self.novelty_basis
 
     def _net_and_novelty_rewards(
         self, features: np.ndarray, folded: FoldedEnsemble | None = None
@@ -479,7 +433,7 @@ class EnsembleRewardModel(FeatureRewardModel):
             "seed": self.seed,
             "features": self._inputs.describe(),
             "in_dim": self.in_dim,
-            "novelty_complement": self.novelty_complement,
+            "novelty_complement": self.novelty is not None and self.novelty.complement,
         }
         # the generator too, so that fitting a loaded model continues exactly like the original
         tensors: dict[str, torch.Tensor] = {"generator_state": self._generator.get_state()}
@@ -487,8 +441,9 @@ class EnsembleRewardModel(FeatureRewardModel):
             for i, (trainable, prior) in enumerate(zip(self._trainable, self._prior)):
                 tensors[f"trainable.{i}"] = trainable
                 tensors[f"prior.{i}"] = prior
-            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain", *_NOVELTY_TENSORS):
+            for name in ("input_loc", "input_scale", "target_loc", "target_scale", "prior_gain"):
                 tensors[name] = getattr(self, name)
+            tensors.update(self.novelty.tensors())
         return config, tensors
 
     @classmethod
@@ -527,14 +482,8 @@ class EnsembleRewardModel(FeatureRewardModel):
                 setattr(model, name, tensors[name].to(torch.float32).clone())
             if "prior_gain" in tensors:
                 model.prior_gain = tensors["prior_gain"].to(torch.float32).clone()
-                d, k, m = model.in_dim, model.n_members, tensors["novelty_basis"].shape[1]
-                shapes = {"novelty_weight": (d, k), "novelty_bias": (k,), "novelty_scale": (d,),
-                          "novelty_shift": (d,), "novelty_basis": (d, m)}
-                for name, shape in shapes.items():
-                    if tuple(tensors[name].shape) != shape:
-                        raise ValueError(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
-                    setattr(model, name, tensors[name].to(torch.float32).clone())
-                model.novelty_complement = bool(config.get("novelty_complement", False))
+                model.novelty = NoveltyPrior.from_tensors(tensors, model.in_dim, model.n_members,
+                                                          bool(config.get("novelty_complement", False)))
             else:  # files written before priors in reward units: prior = σ_y · prior_scale · p_k
                 model.prior_gain = model.target_scale * float(config.get("prior_scale", 1.0))
         model.prior_reward_scale = config.get("resolved_prior_reward_scale", model.declared_prior_reward_scale)

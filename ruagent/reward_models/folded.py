@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ruagent.reward_models.novelty import TENSOR_NAMES, NoveltyPrior
+
 __all__ = ["FoldedEnsemble"]
 
 
@@ -69,8 +71,7 @@ class FoldedEnsemble:
         target_loc: torch.Tensor,
         target_scale: torch.Tensor,
         prior_gain: torch.Tensor,
-        novelty: dict[str, torch.Tensor],
-        novelty_complement: bool,
+        novelty: NoveltyPrior,
     ) -> FoldedEnsemble:
         """Fold an ensemble's stacked layers and normalisation into inference weights.
 
@@ -78,8 +79,7 @@ class FoldedEnsemble:
             bias (K, 1, out)) tensors, flattened, computing on normalised inputs (x − loc) / scale.
         :param target_loc, target_scale, prior_gain: a member's reward is
             ``target_loc + target_scale · f(x̃) + prior_gain · p(x̃)``.
-        :param novelty: the novelty prior's ``weight`` (D, K) and ``bias`` (K,) on raw inputs, and
-            ``scale``, ``shift`` (D,) and ``basis`` (D, r) of its variance.
+        :param novelty: the novelty prior (its K columns join the first layer; its variance is kept).
         """
         layers = [torch.cat([a, b], dim=0).detach().double().cpu() for a, b in zip(trainable, prior)]
         k = len(trainable[0])
@@ -105,7 +105,7 @@ class FoldedEnsemble:
         # the first layer's input is shared by all 2K nets and by the novelty prior: ONE
         # (D, 2K·W + K) matmul, the novelty prior's K columns last
         d, width = weights[0].shape[1], weights[0].shape[2]
-        novelty64 = {name: tensor.detach().double().cpu() for name, tensor in novelty.items()}
+        novelty64 = {name: getattr(novelty, name).detach().double().cpu() for name in TENSOR_NAMES}
         first = torch.cat([weights[0].permute(1, 0, 2).reshape(d, 2 * k * width), novelty64["weight"]], dim=1)
         first_bias = torch.cat([biases[0].reshape(2 * k * width), novelty64["bias"]])[None, :]
         layers = [first, first_bias, *weights[1:]]
@@ -117,7 +117,7 @@ class FoldedEnsemble:
             first_bias=as_numpy[1],
             layers=tuple(as_numpy[2:]),
             n_net_columns=2 * k * width,
-            novelty_complement=novelty_complement,
+            novelty_complement=novelty.complement,
             basis=np.ascontiguousarray(basis64.numpy()),
             scaled_basis=np.ascontiguousarray((scale64[:, None] * basis64).numpy()),
             projected_shift=(shift64 @ basis64).numpy(),

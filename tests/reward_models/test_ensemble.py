@@ -295,7 +295,7 @@ def test_the_novelty_variance_is_the_same_from_either_subspace():
     model = EnsembleRewardModel(gym.spaces.Box(-9, 9, (12,)), gym.spaces.Discrete(1), n_members=4, hidden_sizes=(8,),
                                 features=obs_only, seed=0, prior_reward_scale=1.0)
     model.fit(labels, epochs=2, progress_bar=False)
-    assert model.novelty_complement
+    assert model.novelty.complement
     x = rng.normal(size=(20, 12)).astype(np.float32)
     _, _, std_complement = model.predict_moments(x, np.zeros(20, dtype=np.int64), x)
     _, nets = model._net_and_novelty_rewards(x)
