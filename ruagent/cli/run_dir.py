@@ -23,8 +23,8 @@ files only. The rules of run folders (docs/reliability.md, "Run folders"):
 - a run folder is created exclusively (one ``os.mkdir`` of the final folder: of two processes
   creating one name, exactly one wins) and gets the marker file :data:`MARKER`;
 - the process writing a run holds ``fcntl.flock`` on its :data:`LOCK` file (with its PID in
-  it) for as long as it writes; a second writer, ``--resume`` included, is refused with
-  :class:`RunLockedError` naming that PID. The OS drops the lock when the process dies, so a
+  it; :mod:`ruagent.cli.run_lock`) for as long as it writes; a second writer, ``--resume``
+  included, is refused with :class:`RunLockedError` naming that PID. The OS drops the lock when the process dies, so a
   crashed run never blocks its resume;
 - ``force=True`` deletes an existing folder only if it holds the marker and nobody holds its
   lock, and never follows a symbolic link. An existing folder is never overwritten otherwise.
@@ -32,7 +32,6 @@ files only. The rules of run folders (docs/reliability.md, "Run folders"):
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import platform
@@ -47,12 +46,8 @@ from typing import Any
 import yaml
 
 from ruagent.cli import config as config_lib
+from ruagent.cli.run_lock import LOCK, HeldLock, RunExistsError, RunLockedError, acquire, holds, release
 from ruagent.io import atomic_write_text
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; run folders are still created exclusively, but not locked
-    fcntl = None
 
 __all__ = [
     "LOCK",
@@ -70,23 +65,9 @@ __all__ = [
 
 #: File ruagent writes into every run folder it creates; ``--force`` deletes only folders holding it.
 MARKER = ".ruagent-run"
-#: Lock file inside a run folder: ``flock``-ed by the process writing the run, which writes its PID in it.
-LOCK = ".lock"
 #: The rule a run name follows, quoted by every refusal.
 NAME_RULE = ("a run name is one plain folder name inside runs_dir: not empty, not '.' or '..', no '/' or '\\', "
              "no control characters, at most 255 bytes")
-
-
-class RunExistsError(FileExistsError):
-    """The run folder exists already and overwriting was not asked for (or is not allowed)."""
-
-
-class RunLockedError(RunExistsError):
-    """Another live process holds the run folder's lock (it is writing the run); ``pid`` names it."""
-
-    def __init__(self, message: str, pid: int | None = None) -> None:
-        super().__init__(message)
-        self.pid = pid
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -168,91 +149,6 @@ def default_run_name(env_id: str, algo: str, seed: int) -> str:
     return validate_run_name(f"{env_name}-{algo}-s{seed}-{stamp}-{suffix}", "default run name")
 
 
-# ---------------------------------------------------------------------------- the lock
-class _Held:
-    """A lock this process holds: the open descriptor of the lock file (closing it drops the flock)."""
-
-    def __init__(self, key: tuple[int, int], fd: int) -> None:
-        self.key, self.fd = key, fd
-
-
-#: (st_dev, st_ino) of each lock file this process holds -> its holder (the file stays open, so its
-#: inode cannot be reused while it is listed here)
-_HELD: dict[tuple[int, int], _Held] = {}
-
-
-def _holder_pid(fd: int) -> int | None:
-    """The PID the lock's holder wrote into the lock file (None if unreadable)."""
-    for _ in range(20):  # the holder writes its PID right after taking the lock
-        os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, 64).decode("ascii", "replace").strip()
-        if text:
-            try:
-                return int(text.split()[0])
-            except ValueError:
-                return None
-        time.sleep(0.01)
-    return None
-
-
-def _acquire(folder: Path) -> _Held:
-    """Take ``folder/.lock`` (exclusive, non-blocking) for this process; return its entry in :data:`_HELD`.
-
-    Reentrant within one process. The lock file is never followed through a symbolic link, and a
-    lock file replaced while it was being taken (the folder deleted by ``--force``) is not trusted.
-
-    :raises RunLockedError: another process holds it (the message names its PID).
-    :raises FileNotFoundError: ``folder`` does not exist (any more).
-    """
-    lock_path = folder / LOCK
-    for _ in range(5):
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise RunExistsError(f"{lock_path} is a symbolic link, not ruagent's lock file; ruagent does not "
-                                     "write in this folder") from None
-            raise
-        stat = os.fstat(fd)
-        key = (stat.st_dev, stat.st_ino)
-        if key in _HELD:  # this process holds it already
-            os.close(fd)
-            return _HELD[key]
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                os.close(fd)
-                raise
-            pid = _holder_pid(fd)
-            os.close(fd)
-            holder = f"PID {pid}" if pid is not None else "a PID it has not written yet"
-            raise RunLockedError(
-                f"run folder {folder} is in use: another ruagent process ({holder}) holds its lock {lock_path} "
-                "and is writing it; wait for it to finish or stop it before resuming, forcing or reusing "
-                "this folder", pid=pid) from None
-        try:
-            current = os.stat(lock_path, follow_symlinks=False)
-        except FileNotFoundError:
-            current = None
-        if current is None or (current.st_dev, current.st_ino) != key:
-            os.close(fd)  # the folder was deleted or replaced meanwhile: lock what is there now
-            continue
-        os.lseek(fd, 0, os.SEEK_SET)  # (no truncation first: a reader never sees an empty file once written)
-        os.write(fd, f"{os.getpid():<19}\n".encode("ascii"))
-        os.ftruncate(fd, 20)
-        _HELD[key] = held = _Held(key, fd)
-        return held
-    raise RunExistsError(f"run folder {folder} keeps being replaced by another process; try again")
-
-
-def _release(held: _Held | None) -> None:
-    if held is not None and _HELD.get(held.key) is held:
-        del _HELD[held.key]
-        os.close(held.fd)  # closing the descriptor drops the flock
-
-
 class RunDir:
     """Paths and atomic file IO of one run folder (the folder need not exist yet)."""
 
@@ -263,7 +159,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._lock: _Held | None = None
+        self._lock: HeldLock | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -429,18 +325,18 @@ class RunDir:
 
         :raises RunLockedError: another process holds it; the message names its PID.
         """
-        self._lock = _acquire(self.path)
+        self._lock = acquire(self.path)
         return self
 
     def release(self) -> None:
         """Drop the lock taken by :meth:`lock` (in this process: by any RunDir of this folder)."""
-        _release(self._lock)
+        release(self._lock)
         self._lock = None
 
     @property
     def locked(self) -> bool:
         """Whether this RunDir holds the folder's lock."""
-        return self._lock is not None and _HELD.get(self._lock.key) is self._lock
+        return holds(self._lock)
 
     def __enter__(self) -> RunDir:
         return self
