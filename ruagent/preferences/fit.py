@@ -32,8 +32,8 @@ import torch
 from ruagent.preferences.bradley_terry import bradley_terry_loss, nll_derivatives
 from ruagent.preferences.laplace import LaplacePosterior
 from ruagent.preferences.segments import SegmentPairs, Segments, _SegmentArrays
-from ruagent.reward_models.ensemble import in_chunks
 from ruagent.reward_models.segment_returns import Workspace
+from ruagent.reward_models.stacked import in_chunks
 from ruagent.reward_models.training import train_members
 
 __all__ = ["EnsemblePreferenceFitter", "LinearPreferenceFitter", "PreferenceFitter", "make_fitter"]

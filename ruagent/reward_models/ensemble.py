@@ -32,8 +32,6 @@ for B=8, K=10, 64x64 on CPU: ~35 µs numpy vs ~95 µs torch.inference_mode); fro
 
 from __future__ import annotations
 
-import itertools
-import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,14 +49,12 @@ from ruagent.reward_models.novelty import NoveltyPrior
 from ruagent.reward_models.priors import default_prior_reward_scale, input_normalisation, resolve_prior_reward_scale
 from ruagent.reward_models.regression import regress_members
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
+from ruagent.reward_models.stacked import in_chunks, init_stacked, stacked_mlp
 
 __all__ = ["EnsembleRewardModel"]
 
 #: batches at least this large predict with torch instead of numpy (see module docstring).
 TORCH_MIN_BATCH = 64
-#: rows per chunk of a no-grad pass over all label data, so that the (K, rows, H) activations stay
-#: in cache (measured at K=5, (64, 64), 25,000 rows: 23 ms in chunks of 2,048 vs 77 ms in one pass)
-ROWS_PER_CHUNK = 2048
 #: label rows (at most about this many, evenly spaced) at which the prior nets' sensitivity is measured
 PRIOR_CALIBRATION_ROWS = 512
 #: variance (in normalised units, where a labelled column has variance 1) at or below which a
@@ -66,40 +62,8 @@ PRIOR_CALIBRATION_ROWS = 512
 NULL_VARIANCE = 1e-6
 
 
-def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """``function`` (rows (..., B, D) -> (M, B)) applied to ``ROWS_PER_CHUNK`` rows at a time, concatenated.
-
-    Large no-grad passes (the prior over all label data, query scoring) keep their
-    (K, rows, H) activations in cache this way instead of streaming them through memory.
-    """
-    chunks = [function(x[..., i : i + ROWS_PER_CHUNK, :]) for i in range(0, x.shape[-2], ROWS_PER_CHUNK)]
-    return torch.cat(chunks, dim=1)
-
-
 #: a tensor's in-place update counter (torch bumps it on every optimiser step and ``copy_``)
 _VERSION = operator.attrgetter("_version")
-
-
-def _init_stacked(k: int, sizes: Sequence[int], generator: torch.Generator) -> list[torch.Tensor]:
-    """[W_0, b_0, W_1, b_1, ...] with W_i (K, in, out), b_i (K, 1, out), U(±1/√fan_in) like nn.Linear."""
-    tensors = []
-    for fan_in, fan_out in itertools.pairwise(sizes):
-        bound = 1.0 / math.sqrt(fan_in)
-        tensors.append((torch.rand(k, fan_in, fan_out, generator=generator) * 2 - 1) * bound)
-        tensors.append((torch.rand(k, 1, fan_out, generator=generator) * 2 - 1) * bound)
-    return tensors
-
-
-def _stacked_mlp(x: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Batched MLP: x (B, D) shared or (K, B, D) per member -> (K, B) (ReLU hidden layers)."""
-    h = x
-    n_layers = len(tensors) // 2
-    for i in range(n_layers):
-        weight, bias = tensors[2 * i], tensors[2 * i + 1]
-        h = torch.baddbmm(bias, h, weight) if h.dim() == 3 else torch.matmul(h, weight) + bias
-        if i < n_layers - 1:
-            h = h.relu_()  # in place: the matmul's backward does not need its output
-    return h.squeeze(-1)
 
 
 class EnsembleRewardModel(FeatureRewardModel):
@@ -171,8 +135,8 @@ class EnsembleRewardModel(FeatureRewardModel):
         sizes = (in_dim, *self.hidden_sizes, 1)
         k = self.n_members
         self.in_dim = in_dim
-        self._trainable = [t.to(self.device).requires_grad_(True) for t in _init_stacked(k, sizes, self._generator)]
-        self._prior = [t.to(self.device) for t in _init_stacked(k, sizes, self._generator)]
+        self._trainable = [t.to(self.device).requires_grad_(True) for t in init_stacked(k, sizes, self._generator)]
+        self._prior = [t.to(self.device) for t in init_stacked(k, sizes, self._generator)]
         # Normalisation of inputs and targets, set from the label data by fit.
         self.input_loc = torch.zeros(in_dim, device=self.device)
         self.input_scale = torch.ones(in_dim, device=self.device)
@@ -223,7 +187,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         if x.shape[-2] == 0:
             prior = x.new_zeros(self.n_members, 0)
         else:
-            prior = in_chunks(lambda rows: _stacked_mlp(rows, self._prior), x)
+            prior = in_chunks(lambda rows: stacked_mlp(rows, self._prior), x)
         return self.target_loc + self.prior_gain * prior + self.novelty.rewards_torch(features)
 
     def trainable_rewards_torch(self, features: torch.Tensor) -> torch.Tensor:
@@ -231,7 +195,7 @@ class EnsembleRewardModel(FeatureRewardModel):
 
         :meth:`member_rewards_torch` is ``fixed_rewards_torch + trainable_rewards_torch``.
         """
-        return self.target_scale * _stacked_mlp(self._check_features_torch(features), self._trainable)
+        return self.target_scale * stacked_mlp(self._check_features_torch(features), self._trainable)
 
     def trainable_segment_returns_torch(
         self, features: torch.Tensor, mask: torch.Tensor, workspace: Workspace | None = None
@@ -290,7 +254,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         spread = 0.0
         if self.n_members > 1:  # one member has no spread to scale (and std over one row warns)
             with torch.no_grad():
-                spread = float(_stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
+                spread = float(stacked_mlp(sample.to(self.device), self._prior).std(dim=0).mean())
         gain = self.prior_reward_scale / spread if spread > 0 else 0.0
         self.prior_gain = torch.tensor(gain, dtype=torch.float32, device=self.device)
         self.novelty = NoveltyPrior.draw(normalised, loc, scale, self.prior_reward_scale, self.n_members,
@@ -335,7 +299,7 @@ class EnsembleRewardModel(FeatureRewardModel):
         # trainable nets train on the columns the labels varied only (exact; see regression.py)
         history = regress_members(
             self._trainable,
-            _stacked_mlp,
+            stacked_mlp,
             self._check_features_torch(x),
             self.fixed_rewards_torch(x),
             torch.as_tensor(rewards, dtype=torch.float32, device=self.device),

@@ -9,6 +9,7 @@ from ruagent.data import collect_transitions
 from ruagent.features import FeaturesUnavailableError
 from ruagent.reward_models import EnsembleRewardModel
 from ruagent.reward_models import ensemble as ensemble_module
+from ruagent.reward_models import stacked as stacked_module
 
 from .conftest import BOX_1D, TerrainEnv, obs_only
 
@@ -135,7 +136,7 @@ def test_training_outside_fit_reaches_predict(toy_1d):
 
 @pytest.mark.parametrize("hidden_sizes", [(16, 8, 4), ()])
 def test_numpy_and_torch_prediction_paths_agree_with_the_differentiable_forward(hidden_sizes, monkeypatch):
-    monkeypatch.setattr(ensemble_module, "ROWS_PER_CHUNK", 50)  # the torch path's 128 rows: 3 chunks, one short
+    monkeypatch.setattr(stacked_module, "ROWS_PER_CHUNK", 50)  # the torch path's 128 rows: 3 chunks, one short
     env = gym.make("CartPole-v1")
     data = collect_transitions(env, 2 * ensemble_module.TORCH_MIN_BATCH, seed=0)
     model = EnsembleRewardModel(env.observation_space, env.action_space, n_members=5, hidden_sizes=hidden_sizes)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ruagent.data import collect_transitions
-from ruagent.reward_models import ensemble as ensemble_module
+from ruagent.reward_models import stacked as stacked_module
 from ruagent.reward_models.ensemble import EnsembleRewardModel
 from ruagent.reward_models.segment_returns import Workspace, stacked_segment_returns
 
@@ -62,7 +62,7 @@ def test_fixed_part_has_no_gradient_and_is_chunked_without_changing_values(monke
     model, features = _fitted_model((8,))
     whole = model.fixed_rewards_torch(features)
     assert not whole.requires_grad
-    monkeypatch.setattr(ensemble_module, "ROWS_PER_CHUNK", 7)  # S·T = 30 rows: 5 chunks, the last one short
+    monkeypatch.setattr(stacked_module, "ROWS_PER_CHUNK", 7)  # S·T = 30 rows: 5 chunks, the last one short
     np.testing.assert_allclose(model.fixed_rewards_torch(features).numpy(), whole.numpy(), rtol=1e-6)
 
 
