@@ -5,7 +5,8 @@
 Without training: rewrites each headline folder's ``table.md``, ``table.json`` and figures (the blocks
 of :data:`HEADLINE_BLOCKS` and the per-family folders, as ``python -m ruagent.experiments.headline
 --report-only --out <folder>`` does), then renders every README block (each headline folder's, through
-:func:`ruagent.experiments.headline.readme_block`; the per-family table, :mod:`ruagent.experiments.families`;
+:func:`ruagent.experiments.headline.readme_block`; the per-family tables, the headline testbeds' and
+SpeedLimitCheetah's, :mod:`ruagent.experiments.families`;
 the posterior checks, :mod:`ruagent.experiments.posterior_checks`; preference-based RL on MuJoCo,
 :mod:`ruagent.experiments.pbrl`) and rewrites them in the README. ``--check`` writes nothing and exits 1
 if any block differs (what ``tests/experiments/test_readme_results.py`` asserts).
@@ -22,7 +23,10 @@ from ruagent.experiments import families, pbrl, posterior_checks
 from ruagent.experiments.headline import build_report, readme_block, rewrite_report
 from ruagent.experiments.readme import read_block, update_readme
 
-__all__ = ["HEADLINE_BLOCKS", "expected_blocks", "main"]
+__all__ = ["COMMAND", "HEADLINE_BLOCKS", "expected_blocks", "main"]
+
+#: the command that renders every block (named by the blocks it alone writes)
+COMMAND = "python -m ruagent.experiments.render"
 
 #: README block -> the headline folder it is rendered from (relative to the repository root)
 HEADLINE_BLOCKS = {
@@ -39,6 +43,8 @@ def expected_blocks(root: str | Path = ".") -> dict[str, str]:
               for name, folder in HEADLINE_BLOCKS.items()}
     folders = [folder.relative_to(root) for folder in families.default_folders(root)]
     blocks[families.BLOCK] = families.families_block(folders, families.COMMAND)
+    cheetah = [folder.relative_to(root) for folder in families.cheetah_folders(root)]
+    blocks[families.CHEETAH_BLOCK] = families.families_block(cheetah, COMMAND, testbeds=("speed-limit-cheetah",))
     blocks[posterior_checks.BLOCK] = posterior_checks.posteriors_block(root)
     blocks[pbrl.BLOCK] = pbrl.pbrl_block(root)
     return blocks
@@ -55,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     if not (args.check or args.blocks_only):
-        for folder in dict.fromkeys([*HEADLINE_BLOCKS.values(), *(f.as_posix() for f in families.default_folders())]):
+        family_folders = [*families.default_folders(), *families.cheetah_folders()]
+        for folder in dict.fromkeys([*HEADLINE_BLOCKS.values(), *(f.as_posix() for f in family_folders)]):
             rewrite_report(folder)
             print(f"rewrote {Path(folder).as_posix()}/table.md, table.json and figures")
     text = Path(args.readme).read_text(encoding="utf-8")

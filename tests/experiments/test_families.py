@@ -49,3 +49,19 @@ def test_empty_folders_are_refused_with_what_is_missing(tmp_path: Path, monkeypa
         families.posterior_of(tmp_path)
     monkeypatch.chdir(tmp_path)  # no results/ here
     assert families.main([]) == 2 and "run the experiment first" in capsys.readouterr().err
+
+
+def test_speed_limit_cheetah_has_its_own_rows_in_folder_order_with_time_over_the_limit(tmp_path: Path) -> None:
+    linear, transition = (tmp_path / folder for folder in (families.CHEETAH_FOLDERS[0], families.CHEETAH_FOLDERS[2]))
+    for seed in range(2):
+        for out, posterior in ((linear, "linear-env"), (transition, "ensemble-transition")):
+            _write(out, posterior, "speed-limit-cheetah", "naive", seed, 1.0, 100.0)
+            _write(out, posterior, "speed-limit-cheetah", "cvar", seed, 1.0, 800.0)
+        _write(linear, "linear-env", "lava-canonical", "naive", seed, 1.0, -98.0)  # another testbed: not this block
+        _write(linear, "linear-env", "lava-canonical", "cvar", seed, 0.0, 1.1)
+    assert families.cheetah_folders(tmp_path) == [linear, transition]  # ensemble-env has no results: left out
+    block = families.families_block(families.cheetah_folders(tmp_path), "cmd", testbeds=("speed-limit-cheetah",))
+    rows = [line for line in block.splitlines() if line.startswith("| SpeedLimitCheetah")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| SpeedLimitCheetah (MuJoCo)", "linear-env"],
+                                                       ["| SpeedLimitCheetah (MuJoCo)", "ensemble-transition"]]
+    assert rows[0].split(" | ")[3].startswith("10%")  # a time share (side_effect_steps), not every episode's 100 %

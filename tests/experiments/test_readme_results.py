@@ -25,6 +25,7 @@ def rendered() -> dict[str, str]:
 SOURCES = {
     **{name: [f"{folder}/runs/*/seed*/*/result.json"] for name, folder in HEADLINE_BLOCKS.items()},
     families.BLOCK: ["results/tier1/runs/*/seed*/*/result.json"],
+    families.CHEETAH_BLOCK: [f"{folder}/runs/*/seed*/*/result.json" for folder in families.CHEETAH_FOLDERS[:2]],
     posterior_checks.BLOCK: ["results/calibration/runs/*.json", "results/calibration-declared/runs/*.json",
                              "results/risk_agents/*/seed*.json", "results/uncertainty_cost/*/cvar-seed*.json"],
     pbrl.BLOCK: [f"{pbrl.FOLDER}/*/seed*.json"],
