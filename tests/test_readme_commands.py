@@ -1,8 +1,8 @@
-"""Every ``python ...`` command the README shows is accepted, as written, by the program it names.
+"""Every ``python ...`` command the README (and docs/) shows is accepted, as written, by the program it names.
 
 The Quick start commands run with small budgets in tests/test_readme.py, the set-up commands in CI,
 and each benchmark and experiment has its own small-budget tests; this test covers what those cannot:
-that no command in the README (code blocks, tables and prose) has drifted from its program's
+that no command in the README or docs/*.md (code blocks, tables and prose) has drifted from its program's
 command line: the program exists and its argument parser accepts the arguments as written. Each
 program runs in this process up to its ``parse_args`` and stops there, so nothing trains or writes.
 """
@@ -24,17 +24,19 @@ from tests.helpers import ROOT
 PROGRAMS = ("train.py", "evaluate.py", "bench/", "-m ruagent.")
 
 
-def readme_commands() -> list[str]:
-    """Every ``python ...`` command of the README: lines of its bash blocks and inline code spans,
-    without trailing comments, set-up chains (``... && ...``, run by CI) or placeholders (``<name>``)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = [line for block in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) for line in block.splitlines()]
-    lines += re.findall(r"`(python [^`]+)`", readme)
+def readme_commands(document: str = "README.md") -> list[str]:
+    """Every ``python ...`` command of a Markdown file: lines of its bash blocks (continued lines joined)
+    and inline code spans, without trailing comments, set-up chains (``... && ...``, run by CI),
+    placeholders (``<name>``) or usage synopses (``[--option]``)."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    blocks = [block.replace("\\\n", " ") for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL)]
+    lines = [line for block in blocks for line in block.splitlines()]
+    lines += re.findall(r"`(python [^`]+)`", text)
     commands = []
     for line in lines:
         command = re.split(r"\s+#", line)[0].strip()
         if (command.startswith("python ") and command[len("python "):].startswith(PROGRAMS)
-                and "&&" not in command and "<" not in command):
+                and not any(mark in command for mark in ("&&", "<", "[", "|"))):
             commands.append(command)
     return list(dict.fromkeys(commands))
 
@@ -73,15 +75,20 @@ def test_the_readme_shows_commands_of_every_kind() -> None:
     assert len(commands) >= 30
 
 
+DOCUMENTS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
+
+
 # runpy warns when it re-runs a module the package imported already (a fresh interpreter would not)
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
-@pytest.mark.parametrize("command", readme_commands())
-def test_readme_command_is_accepted_as_written(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("document", "command"),
+                         [(document, command) for document in DOCUMENTS for command in readme_commands(document)])
+def test_documented_command_is_accepted_as_written(document: str, command: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         parse_as_written(command, monkeypatch)
     except SystemExit as exit_:  # argparse's error (status 2): unknown flag, bad choice or value; --help: 0
         if exit_.code != 0:
-            pytest.fail(f"the README's `{command}` is refused by its program (exit status {exit_.code})")
+            pytest.fail(f"{document}'s `{command}` is refused by its program (exit status {exit_.code})")
 
 
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
@@ -97,4 +104,7 @@ def test_commands_in_prose_and_tables_are_found() -> None:
     commands = readme_commands()
     assert "python bench/wrapper.py --repeats 9" in commands  # a Benchmarks table cell
     assert "python -m ruagent.experiments.render" in commands  # a bash block with a trailing comment
-    assert not [c for c in commands if "&&" in c or "<" in c or " #" in c or "pytest" in c]
+    assert not [c for c in commands if "&&" in c or "<" in c or " #" in c or "pytest" in c or "[" in c]
+    continued = readme_commands("docs/results.md")  # a command over several lines, joined
+    assert any(c.startswith("python -m ruagent.experiments.headline --testbeds lava-procedural") and "\\" not in c
+               for c in continued)
