@@ -14,15 +14,18 @@ finished job and a rerun skips them:
 
 A posterior is a deterministic function of (testbed, seed, posterior choice); agent jobs load
 the posterior job's ``reward_model.pt`` and run that job first where it has not run (an
-ensemble's fit takes minutes, so it is fitted once). A KL-PPO job likewise runs its reference
-job first where needed and reads its ``model.zip``. The posterior choice (``Job.posterior``, a
-key of :data:`ruagent.experiments.testbeds.POSTERIORS`) is recorded in every result; one output
-folder holds one choice, and a job refuses to reuse a result of another. Evaluation episodes use
-seeds disjoint from training (``EVAL_SEED_OFFSET``).
+ensemble's fit takes minutes, so it is fitted once). Only the JSON files are committed
+(results/.gitignore), so a run resumed on a fresh clone refits a finished posterior job's
+posterior, checks its labels against the digest in ``posterior.json`` and keeps it. A KL-PPO
+job likewise runs its reference job first where needed and reads its ``model.zip``. The
+posterior choice (``Job.posterior``, a key of :data:`ruagent.experiments.testbeds.POSTERIORS`)
+is recorded in every result; one output folder holds one choice, and a job refuses to reuse a
+result of another. Evaluation episodes use seeds disjoint from training (``EVAL_SEED_OFFSET``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -175,20 +178,44 @@ def _posterior_result(testbed: TestbedSpec, job: Job, reward_model: Any, labels:
                               seed=EVAL_SEED_OFFSET + job.seed)
         env.close()
         ood[variant] = ood_auroc(reward_model, labels, [random], random, seed=job.seed)
-    return {"n_labels": len(labels), "n_members": reward_model.n_members, "ood": ood}
+    return {"n_labels": len(labels), "labels_sha256": labels_digest(labels), "n_members": reward_model.n_members,
+            "ood": ood}
+
+
+def labels_digest(labels: Any) -> str:
+    """SHA-256 of the label rewards: identifies a label set (a refit must draw the same one)."""
+    return hashlib.sha256(np.ascontiguousarray(labels.reward, dtype=np.float32).tobytes()).hexdigest()
 
 
 def load_posterior(testbed: TestbedSpec, job: Job, out: Path, budget: Budget) -> Any:
-    """The posterior job's saved posterior for ``job`` (running that job first if it has not run)."""
+    """The posterior job's saved posterior for ``job`` (running that job first if it has not run,
+    refitting it where only its ``posterior.json`` is left)."""
     import ruagent
 
     posterior_job = Job(job.testbed, job.seed, None, job.posterior)
-    folder = run_job(posterior_job, out, budget).parent
+    result_path = run_job(posterior_job, out, budget)
+    folder = result_path.parent
+    if not (folder / "reward_model.pt").is_file():
+        _refit_posterior(testbed, job, json.loads(result_path.read_text()), folder, budget)
     env = make_env(testbed, testbed.label_kwargs)
     try:
         return ruagent.load_reward_model(folder / "reward_model.pt", env=env)
     finally:
         env.close()
+
+
+def _refit_posterior(testbed: TestbedSpec, job: Job, recorded: dict[str, Any], folder: Path, budget: Budget) -> None:
+    """Refit the posterior of a finished posterior job whose weights are gone (a fresh clone of
+    committed results) and save it, after checking that the refit drew the recorded labels."""
+    reward_model, labels = build_posterior(testbed, job.seed, budget.label_budget(testbed),
+                                           resolve_posterior(testbed, job.posterior))
+    expected = recorded.get("labels_sha256")  # absent in files written before it was recorded
+    if len(labels) != recorded["n_labels"] or (expected is not None and labels_digest(labels) != expected):
+        raise RuntimeError(f"{folder / 'reward_model.pt'} is missing and refitting drew other labels than "
+                           f"{folder / 'posterior.json'} records: delete that posterior.json (and its agents' "
+                           "results) to rerun the seed from scratch")
+    reward_model.save(folder / "reward_model.pt")
+    labels.save(folder / "labels.npz")
 
 
 # ---------------------------------------------------------------------------- agent job

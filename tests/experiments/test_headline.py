@@ -16,7 +16,7 @@ import pytest
 from ruagent.experiments.agents import AGENTS
 from ruagent.experiments.headline import main, plan_jobs, run_headline, write_report
 from ruagent.experiments.report import HOPE_AGENTS, TABLE_METRICS
-from ruagent.experiments.runner import Budget, Job, run_job
+from ruagent.experiments.runner import Budget, Job, load_posterior, run_job
 from ruagent.experiments.testbeds import TESTBEDS
 
 TINY_AGENTS = ("oracle", "naive", "cvar")
@@ -97,6 +97,44 @@ def test_finished_jobs_are_skipped_on_rerun(tiny_run: tuple[Path, dict]) -> None
     before = job.result_path(out).stat().st_mtime_ns
     assert run_job(job, out, Budget(tiny=True)) == job.result_path(out)
     assert job.result_path(out).stat().st_mtime_ns == before
+
+
+def _committed_posterior(tiny_run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of seed 0's lava-canonical posterior job as a fresh clone has it: posterior.json only."""
+    out, _ = tiny_run
+    source = out / "runs" / "lava-canonical" / "seed0"
+    clone = tmp_path / "clone"
+    folder = clone / "runs" / "lava-canonical" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "posterior.json").write_bytes((source / "posterior.json").read_bytes())
+    return clone, source
+
+
+def test_a_committed_posterior_job_is_refitted_where_its_weights_are_gone(tiny_run, tmp_path) -> None:
+    import gymnasium as gym
+
+    import ruagent
+    from ruagent.data import Transitions
+
+    clone, source = _committed_posterior(tiny_run, tmp_path)
+    job = Job("lava-canonical", 0, "naive")
+    refitted = load_posterior(TESTBEDS["lava-canonical"], job, clone, Budget(tiny=True))
+    assert (clone / "runs" / "lava-canonical" / "seed0" / "reward_model.pt").is_file()  # kept for the next job
+    env = gym.make("ruagent/LavaWorld-v0", variant="test")
+    original = ruagent.load_reward_model(source / "reward_model.pt", env=env)
+    labels = Transitions.load(source / "labels.npz")
+    batch = (labels.obs, labels.action, labels.next_obs)
+    np.testing.assert_allclose(refitted.predict(*batch), original.predict(*batch), atol=1e-6)
+
+
+def test_a_refit_that_draws_other_labels_is_refused(tiny_run, tmp_path) -> None:
+    clone, _ = _committed_posterior(tiny_run, tmp_path)
+    path = clone / "runs" / "lava-canonical" / "seed0" / "posterior.json"
+    recorded = json.loads(path.read_text())
+    assert len(recorded["labels_sha256"]) == 64
+    path.write_text(json.dumps({**recorded, "labels_sha256": "0" * 64}))
+    with pytest.raises(RuntimeError, match="other labels"):
+        load_posterior(TESTBEDS["lava-canonical"], Job("lava-canonical", 0, "naive"), clone, Budget(tiny=True))
 
 
 def test_plan_is_posteriors_first_then_seed_major_with_the_oracle_first() -> None:
