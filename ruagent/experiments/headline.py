@@ -64,7 +64,7 @@ from ruagent.experiments.testbeds import POSTERIORS, TESTBEDS
 from ruagent.io import atomic_write_text
 
 __all__ = ["CHUNK_LOG", "EXIT_STOPPED_AT_BUDGET", "append_chunk", "build_parser", "build_report", "main", "plan_jobs",
-           "read_chunks", "readme_block", "run_headline", "write_report"]
+           "read_chunks", "readme_block", "rewrite_report", "rewritten_table", "run_headline", "write_report"]
 
 REPORT_SCHEMA = "ruagent.headline/1"
 #: one JSON line per chunk of the run (committed with the per-run files; *.log files are not)
@@ -116,17 +116,31 @@ def write_report(out: str | Path, run_info: dict[str, Any], figures: bool = True
     return report
 
 
-def rewrite_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
-    """``--report-only``: rewrite ``table.json``, ``table.md`` and the figures of ``out`` from its per-run files,
-    keeping what the previous ``table.json`` recorded about the run (its command, machine, budgets)."""
+def _recorded_run_info(out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """What the previous ``table.json`` of ``out`` recorded about the run (its command, machine, budgets),
+    with the finished jobs counted from the per-run files."""
     previous = Path(out, "table.json")
     info = json.loads(previous.read_text()) if previous.is_file() else {}
     keep = ("command", "machine", "tiny", "seeds", "testbeds", "agents", "total_timesteps", "started", "jobs_total",
             "jobs_finished", "failed", "wall_seconds")
     finished = len(list(Path(out, "runs").glob("*/seed*/posterior.json")))
     finished += len(list(Path(out, "runs").glob("*/seed*/*/result.json")))
-    return write_report(out, {k: info.get(k) for k in keep}
-                        | {"command": info.get("command", command), "jobs_finished": finished})
+    return {k: info.get(k) for k in keep} | {"command": info.get("command", command), "jobs_finished": finished}
+
+
+def rewrite_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """``--report-only``: rewrite ``table.json``, ``table.md`` and the figures of ``out`` from its per-run files,
+    keeping what the previous ``table.json`` recorded about the run (its command, machine, budgets)."""
+    return write_report(out, _recorded_run_info(out, command))
+
+
+def rewritten_table(out: str | Path) -> str:
+    """The ``table.md`` that :func:`rewrite_report` would write for ``out`` (naming the figures its
+    ``table.json`` lists), writing nothing: a committed table that differs is stale."""
+    previous = Path(out, "table.json")
+    report = build_report(out, _recorded_run_info(out))
+    report["figures"] = json.loads(previous.read_text()).get("figures", []) if previous.is_file() else []
+    return markdown_table(report)
 
 
 def readme_block(report: dict[str, Any], out: str | Path, name: str = "headline") -> str:

@@ -6,8 +6,9 @@ The README keeps a generated block between two markers::
     ... (written by results_block, never by hand)
     <!-- results:headline:end -->
 
-``python -m ruagent.experiments.headline --report-only --out results/headline --update-readme``
-renders the report from ``results/headline/runs/**.json`` and rewrites the block;
+``python -m ruagent.experiments.headline --report-only --out results/tier1 --update-readme``
+renders the report from ``results/tier1/runs/**.json`` and rewrites the block
+(``python -m ruagent.experiments.render`` rewrites every block);
 ``tests/experiments/test_readme_results.py`` renders it again and fails if the README differs, so
 every number in it can be traced to a file.
 """

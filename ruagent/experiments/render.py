@@ -2,14 +2,14 @@
 
     python -m ruagent.experiments.render [--readme README.md] [--check | --blocks-only]
 
-Without training: rewrites each headline folder's ``table.md``, ``table.json`` and figures (the blocks
-of :data:`HEADLINE_BLOCKS` and the per-family folders, as ``python -m ruagent.experiments.headline
---report-only --out <folder>`` does), then renders every README block (each headline folder's, through
-:func:`ruagent.experiments.headline.readme_block`; the per-family tables, the headline testbeds' and
-SpeedLimitCheetah's, :mod:`ruagent.experiments.families`;
-the posterior checks, :mod:`ruagent.experiments.posterior_checks`; preference-based RL on MuJoCo,
+Without training: rewrites each headline folder's ``table.md``, ``table.json`` and figures (every folder
+under ``results/`` that holds headline job files and a report, :func:`report_folders`, as ``python -m
+ruagent.experiments.headline --report-only --out <folder>`` does), then renders every README block (each
+headline folder's, through :func:`ruagent.experiments.headline.readme_block`; the per-family tables, the
+headline testbeds' and SpeedLimitCheetah's, :mod:`ruagent.experiments.families`; the posterior checks,
+:mod:`ruagent.experiments.posterior_checks`; preference-based RL on MuJoCo,
 :mod:`ruagent.experiments.pbrl`) and rewrites them in the README. ``--check`` writes nothing and exits 1
-if any block differs (what ``tests/experiments/test_readme_results.py`` asserts).
+if any block or folder table differs (what ``tests/experiments/test_readme_results.py`` asserts).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ruagent.experiments import families, pbrl, posterior_checks
-from ruagent.experiments.headline import build_report, readme_block, rewrite_report
+from ruagent.experiments.headline import build_report, readme_block, rewrite_report, rewritten_table
 from ruagent.experiments.readme import read_block, update_readme
 
-__all__ = ["COMMAND", "HEADLINE_BLOCKS", "expected_blocks", "main"]
+__all__ = ["COMMAND", "HEADLINE_BLOCKS", "expected_blocks", "main", "report_folders"]
 
 #: the command that renders every block (named by the blocks it alone writes)
 COMMAND = "python -m ruagent.experiments.render"
@@ -35,6 +35,18 @@ HEADLINE_BLOCKS = {
     "twohypothesis": "results/two-hypothesis",
     "cheetah": "results/speed-limit-cheetah",
 }
+
+
+def report_folders(root: str | Path = ".") -> list[Path]:
+    """Every headline folder whose report the per-run files regenerate (relative to ``root``): the README's
+    and the per-family folders, and any other folder under ``results/`` with posterior job files and a
+    ``table.md`` (older runs that docs/ quote), so that no committed table goes stale when the report changes."""
+    root = Path(root)
+    folders = [Path(f) for f in HEADLINE_BLOCKS.values()]
+    folders += [f.relative_to(root) for f in (*families.default_folders(root), *families.cheetah_folders(root))]
+    folders += sorted(f.parent.relative_to(root) for f in root.glob("results/*/table.md")
+                      if next(f.parent.glob("runs/*/seed*/posterior.json"), None) is not None)
+    return list(dict.fromkeys(folders))
 
 
 def expected_blocks(root: str | Path = ".") -> dict[str, str]:
@@ -55,16 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Rewrite every generated results block of the README from the "
                                                  "committed per-run files (no training).")
     parser.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block is out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a block or a folder's table.md is out of date")
     parser.add_argument("--blocks-only", action="store_true",
                         help="rewrite the README blocks only, not each folder's table.md, table.json and figures")
     args = parser.parse_args(argv)
     stale = []
-    if not (args.check or args.blocks_only):
-        family_folders = [*families.default_folders(), *families.cheetah_folders()]
-        for folder in dict.fromkeys([*HEADLINE_BLOCKS.values(), *(f.as_posix() for f in family_folders)]):
+    if args.check:
+        tables = {folder: Path(folder, "table.md") for folder in report_folders()}
+        stale += [table.as_posix() for folder, table in tables.items()
+                  if not table.is_file() or table.read_text(encoding="utf-8") != rewritten_table(folder)]
+    elif not args.blocks_only:
+        for folder in report_folders():
             rewrite_report(folder)
-            print(f"rewrote {Path(folder).as_posix()}/table.md, table.json and figures")
+            print(f"rewrote {folder.as_posix()}/table.md, table.json and figures")
     text = Path(args.readme).read_text(encoding="utf-8")
     for name, block in expected_blocks().items():
         if args.check:
@@ -73,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif update_readme(args.readme, name, block):
             print(f"updated: the {name} block of {args.readme}")
     if stale:
-        print(f"out of date in {args.readme}: {', '.join(stale)}; run python -m ruagent.experiments.render",
+        print(f"out of date ({args.readme} blocks, folder tables): {', '.join(stale)}; run {COMMAND}",
               file=sys.stderr)
         return 1
     return 0

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ruagent.experiments import families, pbrl, posterior_checks
+from ruagent.experiments.headline import rewritten_table
 from ruagent.experiments.readme import read_block
-from ruagent.experiments.render import HEADLINE_BLOCKS, expected_blocks, main
+from ruagent.experiments.render import HEADLINE_BLOCKS, expected_blocks, main, report_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +47,18 @@ def test_readme_results_block_matches_the_committed_per_run_files(name: str, ren
         "python -m ruagent.experiments.render")
 
 
+@pytest.mark.parametrize("folder", [f.as_posix() for f in report_folders(ROOT)])
+def test_each_results_folder_table_is_what_its_per_run_files_render(folder: str) -> None:
+    assert (ROOT / folder / "table.md").read_text(encoding="utf-8") == rewritten_table(ROOT / folder), (
+        f"{folder}/table.md differs from what its per-run files render; run python -m ruagent.experiments.render")
+
+
+def test_report_folders_include_the_older_runs_docs_quote() -> None:
+    folders = {f.as_posix() for f in report_folders(ROOT)}
+    assert set(HEADLINE_BLOCKS.values()) <= folders and "results/headline" in folders
+    assert "results/kl_selection" not in folders  # posterior jobs but no headline report of its own
+
+
 def test_render_rewrites_a_stale_block_and_check_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
     readme = tmp_path / "README.md"
@@ -70,6 +83,6 @@ def test_render_rewrites_each_results_folder_once_before_the_blocks(tmp_path: Pa
     readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
     assert main(["--readme", str(readme)]) == 0
     assert len(rewritten) == len(set(rewritten))
-    assert set(HEADLINE_BLOCKS.values()) | {"results/tier2-ensemble-env"} <= set(rewritten)
+    assert set(HEADLINE_BLOCKS.values()) | {"results/tier2-ensemble-env"} <= {Path(f).as_posix() for f in rewritten}
     count = len(rewritten)
     assert main(["--readme", str(readme), "--check"]) == 0 and len(rewritten) == count  # --check writes nothing
