@@ -59,7 +59,7 @@ from ruagent.experiments.agents import AGENTS, DEFAULT_RUN_AGENTS, agents_for
 from ruagent.experiments.figures import draw_figures
 from ruagent.experiments.readme import results_block, update_readme
 from ruagent.experiments.report import aggregate, check_hopes, load_results, markdown_table
-from ruagent.experiments.runner import Budget, Job, run_job
+from ruagent.experiments.runner import EVAL_SEED_OFFSET, Budget, Job, run_job
 from ruagent.experiments.testbeds import POSTERIORS, TESTBEDS
 from ruagent.io import atomic_write_text
 
@@ -125,7 +125,10 @@ def _recorded_run_info(out: str | Path, command: str | None = None) -> dict[str,
             "jobs_finished", "failed", "wall_seconds")
     finished = len(list(Path(out, "runs").glob("*/seed*/posterior.json")))
     finished += len(list(Path(out, "runs").glob("*/seed*/*/result.json")))
-    return {k: info.get(k) for k in keep} | {"command": info.get("command", command), "jobs_finished": finished}
+    recorded = {k: info.get(k) for k in keep} | {"command": info.get("command", command), "jobs_finished": finished}
+    if "first_seed" in info:  # recorded since --first-seed exists
+        recorded["first_seed"] = info["first_seed"]
+    return recorded
 
 
 def rewrite_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
@@ -176,11 +179,12 @@ def run_headline(
     total_timesteps: int | None = None,
     max_hours: float | None = None,
     posterior: str | None = None,
+    first_seed: int = 0,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment and write its report; returns the report (table.json's content).
 
     :param out: output folder (created; finished jobs in it are reused).
-    :param seeds: seeds 0..seeds-1 per testbed and agent.
+    :param seeds: how many seeds per testbed and agent: ``first_seed`` .. ``first_seed + seeds - 1``.
     :param testbeds: keys of :data:`ruagent.experiments.testbeds.TESTBEDS` (by default those with
         ``in_default_run``: all but the MuJoCo one).
     :param agents: keys of :data:`ruagent.experiments.agents.AGENTS` (by default ``DEFAULT_RUN_AGENTS``: all but the
@@ -196,6 +200,7 @@ def run_headline(
     :param posterior: the posterior of every testbed, a key of ``testbeds.POSTERIORS`` (None: each testbed's
         default); one output folder per choice. With a choice, the default testbeds leave out
         TwoHypothesisCartPole (it ships its own posterior).
+    :param first_seed: the first seed (0 by default); seeds that no published run used test its claims afresh.
     """
     if posterior is not None and posterior not in POSTERIORS:
         raise ValueError(f"unknown posterior {posterior!r}; choose from {', '.join(POSTERIORS)}")
@@ -213,15 +218,21 @@ def run_headline(
     if seeds < 1 or workers < 1 or (total_timesteps is not None and total_timesteps < 1):
         raise ValueError(f"seeds, workers and total_timesteps must be >= 1, got seeds={seeds}, workers={workers}, "
                          f"total_timesteps={total_timesteps}")
+    # training envs of seed k take seeds k, k + 1, ... (one per sub-env); evaluation starts at EVAL_SEED_OFFSET + k
+    last_first_seed = EVAL_SEED_OFFSET - 100 - seeds
+    if not 0 <= first_seed <= last_first_seed:
+        raise ValueError(f"first_seed must be in [0, {last_first_seed}] (training seeds stay below the evaluation "
+                         f"seeds, {EVAL_SEED_OFFSET} + seed), got {first_seed}")
     if max_hours is not None and not max_hours > 0:
         raise ValueError(f"max_hours must be > 0 (or None for no limit), got {max_hours}")
     out, budget = Path(out), Budget(tiny=tiny, total_timesteps=total_timesteps)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(testbeds, agents, range(seeds), posterior)
+    jobs = plan_jobs(testbeds, agents, range(first_seed, first_seed + seeds), posterior)
     started = time.perf_counter()
     run_info = {
         "command": command or f"run_headline(out={str(out)!r}, seeds={seeds}, tiny={tiny}, workers={workers})",
-        "machine": _machine(workers), "tiny": tiny, "seeds": seeds, "testbeds": testbeds, "agents": agents,
+        "machine": _machine(workers), "tiny": tiny, "seeds": seeds, "first_seed": first_seed, "testbeds": testbeds,
+        "agents": agents,
         "posterior": posterior,
         "total_timesteps": {t: budget.timesteps(TESTBEDS[t]) for t in testbeds},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "jobs_total": len(jobs),
@@ -354,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes table.md, table.json and figures/ to --out.",
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per testbed and agent (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="N",
+                        help="run seeds N .. N + seeds - 1 (default 0); e.g. --first-seed 10 reruns a claim on "
+                             "seeds no published run used (a new --out keeps the two apart; the same --out pools them)")
     parser.add_argument("--out", default="results/headline", help="output folder (default results/headline)")
     parser.add_argument("--tiny", action="store_true", help="tiny budget: every file in seconds, no science")
     default_testbeds = [t for t, spec in TESTBEDS.items() if spec.in_default_run]
@@ -402,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_headline(args.out, args.seeds, args.testbeds, args.agents, args.tiny, args.workers,
                               progress_bar=not args.no_progress, command=command,
                               total_timesteps=args.total_timesteps, max_hours=args.max_hours,
-                              posterior=args.posterior)
+                              posterior=args.posterior, first_seed=args.first_seed)
     print(markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, table.json and {len(report['figures'])} figures")
     if args.update_readme:

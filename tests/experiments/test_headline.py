@@ -199,6 +199,21 @@ def test_total_timesteps_overrides_every_testbed_budget() -> None:
         run_headline("unused", total_timesteps=0)
 
 
+def test_first_seed_runs_seeds_no_published_run_used(tmp_path: Path, monkeypatch) -> None:
+    from ruagent.experiments import headline
+
+    ran = []
+    monkeypatch.setattr(headline, "run_job", lambda job, out, budget: ran.append(job) or job.result_path(out))
+    assert main(["--first-seed", "10", "--seeds", "2", "--testbeds", "lava-canonical", "--agents", "naive", "--tiny",
+                 "--workers", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert sorted({job.seed for job in ran}) == [10, 11]
+    assert json.loads((tmp_path / "table.json").read_text())["first_seed"] == 10
+    with pytest.raises(ValueError, match="first_seed"):
+        run_headline(tmp_path, seeds=2, first_seed=-1)
+    with pytest.raises(ValueError, match="evaluation"):
+        run_headline(tmp_path, seeds=2, first_seed=10_000)
+
+
 def test_cli_refuses_unknown_names_and_empty_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--agents", "clairvoyant", "--out", str(tmp_path)])
