@@ -15,6 +15,7 @@ time (collection and updates, from the first step, learning_starts included) and
 of this process; the ratios are of those medians (per-repeat ratios are in the JSON too).
 
     python bench/offpolicy.py [--members 10] [--repeats 3] [--sac-steps 1500] [--dqn-steps 6000] [--chunks 6]
+    python bench/offpolicy.py --quick     # tiny sizes, to check the script runs (writes under bench/results/)
 
 Prints a table, then the results as JSON on the last line (keys ``risksac_vs_sac`` and
 ``riskdqn_vs_dqn``, wall-clock ratios, and their ``_cpu`` twins); writes results/bench/offpolicy.json.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
+from _output import output_path
 from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from tqdm import tqdm
@@ -91,8 +93,13 @@ def main() -> None:
     parser.add_argument("--dqn-steps", type=int, default=6000, help="env steps per timed DQN/RiskDQN run")
     parser.add_argument("--chunks", type=int, default=6, help="alternating chunks per timed pair")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small nets: 1 is fastest)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/offpolicy.json; with --quick bench/results/)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     args = parser.parse_args()
+    args.out = output_path(RESULTS, args.quick, args.out)
+    if args.quick:  # SB3's SAC and DQN start learning after 100 steps: 300 steps take gradient steps too
+        args.members, args.labels, args.repeats, args.sac_steps, args.dqn_steps, args.chunks = 2, 200, 3, 300, 300, 2
     if args.repeats < 3:
         parser.error("--repeats must be >= 3 (the figures are medians)")
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
     python bench/pbrl_mujoco.py [--envs HalfCheetah-v5 Hopper-v5] [--seeds 0 1 2] [--timesteps 50000]
                                 [--set KEY=VALUE ...] [--out results/pbrl-mujoco] [--max-hours H] [--report-only]
+    python bench/pbrl_mujoco.py --quick   # seed 0, 300 steps, 12 preferences: checks it runs (bench/results/)
 
 For each env and seed this runs ``python train.py --config pbrl_mujoco --env <id> --seed <s>`` exactly as a
 user would (the preset's header says what it trains: RiskSAC with ``risk="mean"`` over a K = 10 ensemble
@@ -42,12 +43,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from _output import output_path
 
 from ruagent.experiments.pbrl import CONTROL_AGENT, ORACLE_AGENT, PBRL_AGENT, read_controls, read_runs, summarise_pbrl
 from ruagent.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("HalfCheetah-v5", "Hopper-v5")
+#: a --quick run: steps per agent, and train.py overrides that make every stage (preference rounds, SAC
+#: updates, evaluation) happen within them; given before the command's own --set items, which win
+QUICK_TIMESTEPS = 300
+QUICK_OVERRIDES = ["labels.budget=12", "labels.update_every=100", "labels.segment_length=10", "eval.episodes=1",
+                   "agent.hyperparams={buffer_size: 1000, learning_starts: 50}"]
 
 
 def _children_cpu_seconds() -> float:
@@ -141,14 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", nargs="+", default=list(ENVS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=None, help="steps per agent (default: the preset's 50,000)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "pbrl-mujoco")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder (default results/pbrl-mujoco; with --quick under bench/results/)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="train.py config overrides for every run (e.g. labels.budget=500)")
     parser.add_argument("--max-hours", type=float, default=None, help="start no run after this many hours")
     parser.add_argument("--control", action="store_true",
                         help="train the control instead: RiskSAC as the PbRL agent, every head on the true reward")
     parser.add_argument("--report-only", action="store_true", help="summarise the files already there; train nothing")
+    parser.add_argument("--quick", action="store_true", help="seed 0 and tiny budgets, to check the script runs")
     args = parser.parse_args(argv)
+    args.out = output_path(ROOT / "results" / "pbrl-mujoco", args.quick, args.out)
+    if args.quick:
+        args.seeds, args.timesteps, args.overrides = [0], QUICK_TIMESTEPS, [*QUICK_OVERRIDES, *args.overrides]
     if not args.report_only:
         deadline = None if args.max_hours is None else time.monotonic() + 3600.0 * args.max_hours
         stop = []  # SIGTERM (kill <pid>): finish the running train.py, start no other

@@ -28,6 +28,7 @@ rates per second of this process's CPU time, which is what a shared machine stil
 fairly. Writes ``results/bench/preferences.json``; the last stdout line is that JSON.
 
     python bench/preferences.py [--repeats 3] [--epochs 5] [--hidden 32 32] [--threads 2] [--batch-size 64]
+    python bench/preferences.py --quick   # tiny sizes, to check the script runs (writes under bench/results/)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _output import output_path
 
 from ruagent.io import atomic_write_text
 from ruagent.preferences.bradley_terry import bradley_terry_loss
@@ -140,12 +142,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per gradient step")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/preferences.json; with --quick bench/results/)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     args = parser.parse_args()
+    out = output_path(RESULTS, args.quick, args.out)
+    # candidate pairs with no segment shared (the worst-case scoring figure), and pool pairs scored
+    n_distinct, n_candidates = 10_000, 20_000
+    if args.quick:
+        args.members, args.pairs, args.epochs, args.repeats = 2, 50, 1, 1
+        n_distinct, n_candidates = 100, 1_000
     torch.set_num_threads(args.threads)
     k, n_pairs, t, hidden = args.members, args.pairs, args.segment_length, tuple(args.hidden)
 
     env = gym.make("CartPole-v1")
-    n_distinct = 10_000  # candidate pairs with no segment shared, for the worst-case scoring figure
     pool = collect_segments(env, 2 * (n_pairs + n_distinct), t, seed=0)  # distinct segments for every measurement
     rng = np.random.default_rng(0)
     pairs = make_pairs(pool[: 2 * n_pairs], n_pairs, rng)
@@ -194,7 +204,7 @@ def main() -> None:
     # ---------------------------------------------------------------- scoring
     model = batched.reward_model
     query = DisagreementQuery(model)
-    segment_pool, n_candidates = pool[:500], 20_000
+    segment_pool = pool[:500]
     index = candidate_pairs(len(segment_pool), n_candidates, rng)
     query.scores(segment_pool, index)  # warm-up
     score_pairs_per_s = n_candidates / median_time(lambda: query.scores(segment_pool, index), args.repeats)
@@ -246,7 +256,7 @@ def main() -> None:
         # glibc settings that keep freed memory mapped (see docs/preferences.md); None = default
         "malloc_env": {name: os.environ.get(name) for name in MALLOC_ENV},
     }
-    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
 
 

@@ -2,6 +2,7 @@
 
     python bench/risk_agents.py [--seeds 0 1 ... 9] [--features env transition] [--family ensemble]
                                 [--out results/risk_agents] [--workers 2] [--report-only]
+    python bench/risk_agents.py --quick   # seed 0, tiny budgets: checks the script runs (writes under bench/results/)
 
 For each posterior configuration and seed this runs ``python train.py`` exactly as a user
 would (the embedded LavaWorld experiment: 2,000 reward labels on the lava-free training map,
@@ -28,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _output import output_path
 from rich.console import Console
 from rich.table import Table
 
@@ -35,14 +37,19 @@ from ruagent.experiments.posterior_checks import RISK_AGENT_ROLES as AGENTS
 from ruagent.experiments.posterior_checks import summarise_risk_agents
 
 ROOT = Path(__file__).resolve().parents[1]
+#: train.py overrides of a --quick run: small enough to finish in seconds, large enough to run every stage
+QUICK_OVERRIDES = ["labels.budget=200", "agent.total_timesteps=256", "agent.hyperparams={n_steps: 32, n_epochs: 1}",
+                   "env.n_envs=2", "eval.episodes=2"]
 
 
-def run_one(family: str, features: str, seed: int, out: Path, timesteps: int | None) -> Path:
+def run_one(family: str, features: str, seed: int, out: Path, timesteps: int | None, quick: bool = False) -> Path:
     """One train.py run in a scratch runs folder; its per-agent metrics -> ``out/<family>-<features>/seed<N>.json``."""
     target = out / f"{family}-{features}" / f"seed{seed}.json"
     if target.is_file():
         return target
     overrides = [f"reward_model.family={family}", f"reward_model.features={features}", f"seed={seed}"]
+    if quick:
+        overrides += QUICK_OVERRIDES
     if timesteps is not None:
         overrides.append(f"agent.total_timesteps={timesteps}")
     with tempfile.TemporaryDirectory() as runs:
@@ -110,16 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--family", nargs="+", default=["ensemble"], choices=["ensemble", "linear"])
     parser.add_argument("--features", nargs="+", default=["env", "transition"], choices=["env", "transition"])
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "risk_agents")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder (default results/risk_agents; with --quick bench/results/quick-risk_agents)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timesteps", type=int, default=None, help="agent steps (default: the preset's 30,000)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="seed 0 and tiny budgets, to check the script runs")
     args = parser.parse_args(argv)
+    args.out = output_path(ROOT / "results" / "risk_agents", args.quick, args.out)
+    if args.quick:
+        args.seeds = [0]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         jobs = [(f, x, s) for s in args.seeds for f in args.family for x in args.features]
         with ThreadPoolExecutor(args.workers) as pool:
-            for path in pool.map(lambda job: run_one(*job, args.out, args.timesteps), jobs):
+            for path in pool.map(lambda job: run_one(*job, args.out, args.timesteps, args.quick), jobs):
                 print(f"done {path.relative_to(args.out)}", flush=True)
     summary = summarise(args.out)
     print_table(summary)

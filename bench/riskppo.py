@@ -9,6 +9,7 @@ the ratio is taken of those medians. The same ratio per CPU-second of this proce
 too: on a shared machine it is the steadier figure, as other processes inflate wall time unevenly.
 
     python bench/riskppo.py [--members 10] [--repeats 3] [--n-envs 8] [--n-steps 256] [--rollouts 4]
+    python bench/riskppo.py --quick     # tiny sizes, to check the script runs (writes under bench/results/)
 
 Prints a table, then the results as JSON on the last line; writes results/bench/riskppo.json.
 """
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _output import output_path
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from tqdm import tqdm
@@ -60,8 +62,13 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=256)
     parser.add_argument("--rollouts", type=int, default=4, help="rollout+update iterations per timed run")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny nets: 1 is fastest)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/bench/riskppo.json; with --quick bench/results/)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     args = parser.parse_args()
+    args.out = output_path(RESULTS, args.quick, args.out)
+    if args.quick:
+        args.members, args.repeats, args.n_envs, args.n_steps, args.rollouts = 2, 3, 2, 32, 1
     if args.repeats < 3:
         parser.error("--repeats must be >= 3 (the figures are medians)")
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
     python bench/uncertainty_cost.py [--envs cartpole pendulum] [--seeds 0 1 2 3 4]
                                      [--out results/uncertainty_cost] [--report-only]
+    python bench/uncertainty_cost.py --quick   # seed 0, tiny budgets: checks the script runs (bench/results/)
 
 On tasks without a hazard, a posterior whose uncertainty is honest should cost a risk-averse
 agent little: its members agree where the agent goes. For each env and seed: 2,000 reward
@@ -30,6 +31,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _output import output_path
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -40,6 +42,8 @@ from ruagent.experiments.posterior_checks import summarise_uncertainty_cost
 ROOT = Path(__file__).resolve().parents[1]
 N_LABELS = 2_000
 EVAL_EPISODES = 10
+#: a --quick run's labels, steps per agent (one PPO update; SAC's first gradient steps) and evaluation episodes
+QUICK = {"labels": 200, "timesteps": {"cartpole": 256, "pendulum": 300}, "eval_episodes": 2}
 
 SETTINGS = {
     "cartpole": {
@@ -55,19 +59,19 @@ SETTINGS = {
 }
 
 
-def _posterior(env_id: str, seed: int) -> ruagent.EnsembleRewardModel:
+def _posterior(env_id: str, seed: int, n_labels: int) -> ruagent.EnsembleRewardModel:
     env = gym.make(env_id)
-    labels = ruagent.collect_transitions(env, N_LABELS, seed=seed)
+    labels = ruagent.collect_transitions(env, n_labels, seed=seed)
     model = ruagent.EnsembleRewardModel(env.observation_space, env.action_space, n_members=10, seed=seed)
     model.fit(labels, progress_bar=False)
     return model
 
 
-def _random_return(env_id: str, seed: int) -> float:
+def _random_return(env_id: str, seed: int, episodes: int) -> float:
     env = gym.make(env_id)
     env.action_space.seed(seed)
     returns = []
-    for episode in range(EVAL_EPISODES):
+    for episode in range(episodes):
         env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
@@ -78,26 +82,29 @@ def _random_return(env_id: str, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run_one(name: str, agent: str, seed: int, out: Path) -> Path:
+def run_one(name: str, agent: str, seed: int, out: Path, quick: bool = False) -> Path:
     target = out / name / f"{agent}-seed{seed}.json"
     if target.is_file():
         return target
     setting = SETTINGS[name]
+    n_labels = QUICK["labels"] if quick else N_LABELS
+    timesteps = QUICK["timesteps"][name] if quick else setting["timesteps"]
+    episodes = QUICK["eval_episodes"] if quick else EVAL_EPISODES
     started = time.perf_counter()
     if agent == "random":
-        record = {"true_return": _random_return(setting["env_id"], seed)}
+        record = {"true_return": _random_return(setting["env_id"], seed, episodes)}
     else:
         venv = make_vec_env(setting["env_id"], n_envs=setting["n_envs"], seed=seed)
         if agent == "cvar":
-            venv = ruagent.VecRewardUncertaintyWrapper(venv, _posterior(setting["env_id"], seed), mode="cvar",
+            venv = ruagent.VecRewardUncertaintyWrapper(venv, _posterior(setting["env_id"], seed, n_labels), mode="cvar",
                                                        cvar_alpha=0.1, seed=seed)
         model = setting["algo"]("MlpPolicy", venv, seed=seed, verbose=0, **setting["kwargs"])
-        model.learn(setting["timesteps"])
+        model.learn(timesteps)
         eval_env = make_vec_env(setting["env_id"], n_envs=1, seed=10_000 + seed)
-        returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=EVAL_EPISODES, return_episode_rewards=True)
+        returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, return_episode_rewards=True)
         record = {"true_return": float(np.mean(returns)), "episode_returns": [float(r) for r in returns]}
     record.update(env=setting["env_id"], agent=agent, seed=seed, wall_s=round(time.perf_counter() - started, 1),
-                  timesteps=setting["timesteps"], labels=N_LABELS)
+                  timesteps=timesteps, labels=n_labels)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -117,15 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "uncertainty_cost")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder (default results/uncertainty_cost; with --quick under bench/results/)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="seed 0 and tiny budgets, to check the script runs")
     args = parser.parse_args(argv)
+    args.out = output_path(ROOT / "results" / "uncertainty_cost", args.quick, args.out)
+    if args.quick:
+        args.seeds = [0]
     torch.set_num_threads(1)
     if not args.report_only:
         for seed in args.seeds:
             for name in args.envs:
                 for agent in ("random", "oracle", "cvar"):
-                    path = run_one(name, agent, seed, args.out)
+                    path = run_one(name, agent, seed, args.out, args.quick)
                     print(f"done {path.relative_to(args.out)}", flush=True)
     summary = summarise(args.out)
     for name, entry in summary.items():
