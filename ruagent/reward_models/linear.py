@@ -53,9 +53,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+import ruagent.reward_models.priors as priors
 from ruagent.data import labelled_arrays
 from ruagent.features import RandomFourierFeatures, RewardInputs
-from ruagent.reward_models import priors
 from ruagent.reward_models.feature_model import FeatureRewardModel
 from ruagent.reward_models.gaussian_posterior import LinearGaussianPosterior
 
