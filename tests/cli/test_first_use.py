@@ -47,8 +47,11 @@ def interrupted(tmp_path_factory) -> dict:
     model.zip is planted, and ``train.py --resume runs/int`` run as the interrupt message says."""
     work = tmp_path_factory.mktemp("interrupt")
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    # A shell starts background jobs with SIGINT ignored and children inherit that (`pytest &` would then run
+    # train.py deaf to Ctrl-C): give it the default disposition a terminal's foreground job has.
     process = subprocess.Popen([*TRAIN, *INTERRUPTED], cwd=work, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoints = work / "runs/int/agents/risk/checkpoints"
     deadline = time.monotonic() + 120
     try:
