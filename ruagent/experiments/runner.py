@@ -168,8 +168,7 @@ def _posterior_result(testbed: TestbedSpec, job: Job, reward_model: Any, labels:
     from ruagent.rollouts import run_episodes
 
     folder = job.folder(out)
-    reward_model.save(folder / "reward_model.pt")
-    labels.save(folder / "labels.npz")
+    _save_posterior(folder, reward_model, labels)
     ood = {}
     for variant, kwargs in testbed.eval_variants.items():
         env = make_env(testbed, kwargs)
@@ -214,6 +213,11 @@ def _refit_posterior(testbed: TestbedSpec, job: Job, recorded: dict[str, Any], f
         raise RuntimeError(f"{folder / 'reward_model.pt'} is missing and refitting drew other labels than "
                            f"{folder / 'posterior.json'} records: delete that posterior.json (and its agents' "
                            "results) to rerun the seed from scratch")
+    _save_posterior(folder, reward_model, labels)
+
+
+def _save_posterior(folder: Path, reward_model: Any, labels: Any) -> None:
+    """The files agent jobs load (git-ignored: a fresh clone has only ``posterior.json``)."""
     reward_model.save(folder / "reward_model.pt")
     labels.save(folder / "labels.npz")
 
