@@ -121,14 +121,13 @@ def _recorded_run_info(out: str | Path, command: str | None = None) -> dict[str,
     with the finished jobs counted from the per-run files."""
     previous = Path(out, "table.json")
     info = json.loads(previous.read_text()) if previous.is_file() else {}
-    keep = ("command", "machine", "tiny", "seeds", "testbeds", "agents", "total_timesteps", "started", "jobs_total",
-            "jobs_finished", "failed", "wall_seconds")
+    keep = ("command", "machine", "tiny", "seeds", "first_seed", "testbeds", "agents", "total_timesteps", "started",
+            "jobs_total", "jobs_finished", "failed", "wall_seconds")
+    defaults = {"first_seed": 0}  # runs from before --first-seed started at seed 0
     finished = len(list(Path(out, "runs").glob("*/seed*/posterior.json")))
     finished += len(list(Path(out, "runs").glob("*/seed*/*/result.json")))
-    recorded = {k: info.get(k) for k in keep} | {"command": info.get("command", command), "jobs_finished": finished}
-    if "first_seed" in info:  # recorded since --first-seed exists
-        recorded["first_seed"] = info["first_seed"]
-    return recorded
+    return ({k: info.get(k, defaults.get(k)) for k in keep}
+            | {"command": info.get("command", command), "jobs_finished": finished})
 
 
 def rewrite_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
