@@ -248,6 +248,12 @@ class RunDir:
         except FileNotFoundError:
             raise RunExistsError(f"run folder {run.path} was just replaced by another process; choose another "
                                  "--name") from None
+        if run.marker_path.exists() or run.marker_path.is_symlink():
+            # Another creator took the folder over while it was empty (between our mkdir and our lock), marked
+            # it and let go: the marker, written under the lock, is the claim, so exactly one creator wins.
+            run.release()
+            raise RunExistsError(f"run folder {run.path} was just created by another process; choose another "
+                                 "--name")
         atomic_write_text(run.marker_path, json.dumps({
             "made_by": "ruagent", "pid": os.getpid(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }) + "\n")

@@ -153,6 +153,23 @@ def test_two_processes_creating_one_name_exactly_one_wins(tmp_path):
     assert len(outcomes[0]) == rounds
 
 
+def test_a_creator_whose_empty_folder_was_taken_over_and_claimed_loses(tmp_path, monkeypatch):
+    """The interleaving the race above hits rarely (CI saw both racers win once): A makes the folder; B finds it
+    empty, takes it over, claims it and lets go; only then does A take the (free) lock. A must lose."""
+    path, lock, interposed = tmp_path / "runs" / "race", RunDir.lock, []
+
+    def lock_after_another_creator(self):
+        if not interposed:
+            interposed.append(True)
+            RunDir.create(path).release()  # creator B, start to finish
+        return lock(self)
+
+    monkeypatch.setattr(RunDir, "lock", lock_after_another_creator)
+    with pytest.raises(RunExistsError, match="just created by another process"):
+        RunDir.create(path)
+    assert interposed and (path / MARKER).is_file()
+
+
 def test_default_names_are_unique_even_within_one_second():
     names = [default_run_name("ruagent/LavaWorld-v0", "riskppo", 0) for _ in range(5000)]
     assert len(set(names)) == len(names)
