@@ -1,7 +1,7 @@
 """Every benchmark and experiment command of the README and docs/*.md runs, as written plus its small budget.
 
-tests/test_readme_commands.py checks that each command parses; this runs them (slow: about 15 minutes on
-2 cores; ``python -m pytest tests/test_readme_small_budgets.py -m slow``):
+tests/test_readme_commands.py checks that each command parses; this runs them (slow: about 20 minutes on
+2 cores under load; ``python -m pytest tests/test_readme_small_budgets.py -m slow``):
 
 * ``python bench/...``: with ``--quick`` (each benchmark's smoke size) and ``--out`` in a temporary folder;
 * experiments that train (``-m ruagent.experiments.headline``, ``solvability``, ``kl_selection``): with

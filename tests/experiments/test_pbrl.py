@@ -70,10 +70,9 @@ def test_block_renders_one_row_per_env_from_the_files(tmp_path: Path) -> None:
 def test_bench_writes_a_per_run_file_from_a_tiny_train_py_run(tmp_path: Path) -> None:
     pytest.importorskip("mujoco")
     out = tmp_path / "pbrl"
-    command = [sys.executable, str(ROOT / "bench" / "pbrl_mujoco.py"), "--envs", "Hopper-v5", "--seeds", "0",
-               "--timesteps", "300", "--out", str(out), "--set", "labels.budget=12", "labels.update_every=100",
-               "labels.segment_length=10", "eval.episodes=1",
-               "agent.hyperparams={buffer_size: 1000, learning_starts: 50}"]
+    # --quick: seed 0, 300 steps and train.py overrides that fit 12 preferences and SAC updates into them
+    command = [sys.executable, str(ROOT / "bench" / "pbrl_mujoco.py"), "--quick", "--envs", "Hopper-v5", "--out",
+               str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stderr[-3000:]
